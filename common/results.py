@@ -1,0 +1,186 @@
+"""Run records: one JSON object per run, appended to ``runs.jsonl`` as whole lines; reader; environment.
+
+Fixed keys (other tools read them): spec, spec_hash, backend, engine, variant, mode, head, prob_loss,
+input_scale, seed, device, data_sha256, epoch_costs, test_loss, test_accuracy, status,
+first_nonfinite_step, error, diagnostics, wall_seconds, compile_seconds, steps_per_second, env.
+Non-finite numbers are written as null (JSON has no NaN); ``status`` says what happened.
+
+An append is one ``os.write`` of a complete line to a file opened with O_APPEND, followed by fsync, so a
+crash leaves at worst a half-written last line; ``read_records`` skips such a line and a later append
+starts on a fresh line.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import platform
+import subprocess
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.spec import Spec
+from common.variants import Variant
+
+RECORD_KEYS = (
+    "spec", "spec_hash", "backend", "engine", "variant", "mode", "head", "prob_loss", "input_scale", "seed",
+    "device", "data_sha256", "epoch_costs", "test_loss", "test_accuracy", "status", "first_nonfinite_step",
+    "error", "diagnostics", "loss_path", "wall_seconds", "compile_seconds", "steps_per_second", "env",
+    "finished_at",
+)
+FINISHED = ("ok", "diverged")
+RUNS_FILE = "runs.jsonl"
+
+
+def finite_or_none(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def run_key(spec_hash: str, backend: str, engine: str | None, variant: str, seed: int, device: str) -> tuple:
+    """What makes two runs the same run (for resuming a sweep)."""
+    return (spec_hash, backend, engine, variant, seed, device)
+
+
+def record_key(record: dict[str, Any]) -> tuple:
+    return run_key(record["spec_hash"], record["backend"], record["engine"], record["variant"], record["seed"],
+                   record["device"])
+
+
+def make_record(spec: Spec, variant: Variant, backend: str, engine: str | None, device: str, data_sha256: str,
+                env: dict[str, Any], outcome: Any = None, error: str | None = None) -> dict[str, Any]:
+    """A run record from a ``TrainOutcome`` (``outcome``), or a failed one from ``error``."""
+    record: dict[str, Any] = {
+        "spec": spec.to_dict(),
+        "spec_hash": spec.hash(),
+        "backend": backend,
+        "engine": engine,
+        "variant": variant.name,
+        "mode": variant.mode,
+        "head": variant.head,
+        "prob_loss": spec.prob_loss if variant.uses_prob_loss else None,
+        "input_scale": spec.input_scale,
+        "seed": spec.seed,
+        "device": device,
+        "data_sha256": data_sha256,
+        "env": env,
+        "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if outcome is None:
+        record.update(status="failed", error=error, epoch_costs=[], test_loss=None, test_accuracy=None,
+                      first_nonfinite_step=None, diagnostics=[], loss_path=None, wall_seconds=None,
+                      compile_seconds=None, steps_per_second=None)
+    else:
+        record.update(
+            status=outcome.status,
+            error=None,
+            epoch_costs=[finite_or_none(c) for c in outcome.epoch_costs],
+            test_loss=finite_or_none(outcome.test_loss),
+            test_accuracy=finite_or_none(outcome.test_accuracy),
+            first_nonfinite_step=outcome.first_nonfinite_step,
+            diagnostics=[d.to_dict() for d in outcome.diagnostics],
+            loss_path=outcome.loss_path,
+            wall_seconds=round(outcome.wall_seconds, 3),
+            compile_seconds=round(outcome.compile_seconds, 3),
+            steps_per_second=round(outcome.steps_per_second, 2),
+        )
+    return {key: record[key] for key in RECORD_KEYS}
+
+
+def append_record(path: str | os.PathLike, record: dict[str, Any]) -> None:
+    """Append one record as one whole line (see module docstring)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(record, sort_keys=False, allow_nan=False, default=_json_default) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        if os.fstat(fd).st_size and not _ends_with_newline(path):
+            line = "\n" + line  # a crash left half a line: start ours on a fresh one
+        os.write(fd, line.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) == b"\n"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every complete record in ``path`` (missing file: none); malformed lines are skipped with a warning."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records, skipped = [], 0
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                skipped += 1
+                continue
+            if isinstance(record, dict) and set(RECORD_KEYS) <= set(record):
+                records.append(record)
+            else:
+                skipped += 1
+    if skipped:
+        warnings.warn(f"{path}: skipped {skipped} incomplete line(s) (an interrupted write)", stacklevel=2)
+    return records
+
+
+def finished_keys(path: str | os.PathLike) -> set[tuple]:
+    """Keys of the runs in ``path`` that finished (ok or diverged); failed runs are tried again."""
+    return {record_key(r) for r in read_records(path) if r["status"] in FINISHED}
+
+
+def capture_env(framework_versions: dict[str, str], device_name: str, threads: dict[str, Any]) -> dict[str, Any]:
+    """Versions, machine and code identity recorded beside every result."""
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "frameworks": framework_versions,
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "device_name": device_name,
+        "threads": threads,
+        "git_commit": git_commit(),
+    }
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit() -> str | None:
+    """HEAD of this checkout, with ``+dirty`` when the work tree has changes; None outside git."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "")

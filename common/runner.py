@@ -1,0 +1,119 @@
+"""Run a list of (spec, variant) pairs on one backend, appending a record per run; resumable.
+
+Used by every experiment module. Runs whose key (spec hash, backend, engine, variant, seed, device) already
+finished in ``DIR/runs.jsonl`` are skipped; a run that raises is recorded as ``failed`` and the sweep goes on;
+each record is appended the moment its run ends, so an interrupt loses only the run in progress.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import traceback
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from common.data import Dataset, load_mnist, prepare
+from common.diagnostics import EpochDiagnostics
+from common.results import (RUNS_FILE, append_record, capture_env, finished_keys, make_record, read_records,
+                            record_key, run_key)
+from common.spec import Spec
+from common.training import train
+from common.variants import Variant
+from common.weights import initial_weights
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedRun:
+    spec: Spec
+    variant: Variant
+
+
+def plan_runs(base: Spec, variants: Iterable[Variant], seeds: Iterable[int],
+              prob_losses: Iterable[str]) -> list[PlannedRun]:
+    """Seeds x variants x probability-loss flavours; a logits variant runs once (its spec says ``native``)."""
+    prob_losses = tuple(prob_losses)
+    plan = []
+    for seed in seeds:
+        for variant in variants:
+            for flavour in prob_losses if variant.uses_prob_loss else ("native",):
+                plan.append(PlannedRun(base.replace(seed=seed, prob_loss=flavour), variant))
+    return plan
+
+
+def run_sweep(backend: Any, plan: list[PlannedRun], out_dir: str | Path, data_path: str | None = None,
+              verbose: bool = False) -> list[dict[str, Any]]:
+    """Run ``plan`` on ``backend``; return the records of every planned run (new and already finished)."""
+    out = Path(out_dir) / RUNS_FILE
+    keys = {id(p): run_key(p.spec.hash(), backend.name, backend.engine, p.variant.name, p.spec.seed,
+                           backend.device) for p in plan}
+    done = finished_keys(out)
+    todo = [p for p in plan if keys[id(p)] not in done]
+    if len(todo) < len(plan):
+        tqdm.write(f"{out}: {len(plan) - len(todo)} of {len(plan)} runs already finished; skipping them")
+    if todo:
+        mnist = load_mnist(data_path)
+        env = capture_env(backend.versions(), backend.device_name(), backend.threads())
+        datasets: dict[tuple, Dataset] = {}  # one prepared copy per (scale, subset) in the plan
+        for planned in todo:
+            spec = planned.spec
+            shape = (spec.input_scale, spec.train_size, spec.test_size)
+            if shape not in datasets:
+                datasets[shape] = prepare(spec, mnist)
+            append_record(out, _run_one(backend, planned, datasets[shape], env, verbose))
+    wanted = set(keys.values())
+    latest = {record_key(r): r for r in read_records(out) if record_key(r) in wanted}
+    return [latest[keys[id(p)]] for p in plan if keys[id(p)] in latest]
+
+
+def _run_one(backend: Any, planned: PlannedRun, data: Dataset, env: dict, verbose: bool) -> dict[str, Any]:
+    spec, variant = planned.spec, planned.variant
+    label = f"{backend.name}{'/' + backend.engine if backend.engine else ''} {variant.name}"
+    if variant.uses_prob_loss:
+        label += f" ({spec.prob_loss})"
+    record_args = dict(spec=spec, variant=variant, backend=backend.name, engine=backend.engine,
+                       device=backend.device, data_sha256=data.data_sha256, env=env)
+    bar = tqdm(total=spec.epochs, desc=label, unit="epoch", leave=False, disable=None)
+
+    def on_epoch(epoch: int, cost: float, diagnostics: EpochDiagnostics) -> None:
+        bar.update(1)
+        bar.set_postfix(cost=f"{cost:.4g}", saturated=f"{diagnostics.saturated_share:.0%}")
+        if verbose:
+            tqdm.write("[Epoch: %7d] cost = %5.5f" % (epoch, cost))  # the post's line
+
+    try:
+        trainer = backend.make_trainer(spec, variant, data, initial_weights(spec))
+        outcome = train(spec, trainer, data, on_epoch)
+    except Exception as exc:  # a failed run is recorded and the sweep goes on
+        if verbose:
+            traceback.print_exc()
+        tqdm.write(f"{label}: failed: {type(exc).__name__}: {exc}")
+        return make_record(**record_args, error=f"{type(exc).__name__}: {exc}")
+    finally:
+        bar.close()
+    return make_record(**record_args, outcome=outcome)
+
+
+def format_summary(records: list[dict[str, Any]]) -> str:
+    """A fixed-width table of runs, one row each, with the post's accuracy beside ours."""
+    from common.variants import VARIANTS
+
+    header = f"{'backend':<16} {'variant':<12} {'prob_loss':<9} {'seed':>5} {'status':<9} {'cost 1st':>9} " \
+             f"{'cost last':>9} {'test acc':>8} {'post':>6} {'loss path':<17} {'train s':>8}"
+    lines = [header, "-" * len(header)]
+    for r in records:
+        costs = r["epoch_costs"]
+        backend = r["backend"] + (f"/{r['engine']}" if r["engine"] else "")
+        lines.append(
+            f"{backend:<16} {r['variant']:<12} {r['prob_loss'] or '-':<9} {r['seed']:>5} {r['status']:<9} "
+            f"{_num(costs[0] if costs else None):>9} {_num(costs[-1] if costs else None):>9} "
+            f"{_num(r['test_accuracy'], 4):>8} {VARIANTS[r['variant']].post.test_accuracy:>6.4f} "
+            f"{r['loss_path'] or '-':<17} {_num(r['wall_seconds'], 1):>8}"
+        )
+    return "\n".join(lines)
+
+
+def _num(value: float | None, digits: int = 5) -> str:
+    return "nan" if value is None else f"{value:.{digits}g}" if digits == 5 else f"{value:.{digits}f}"

@@ -1,0 +1,110 @@
+"""The training driver every backend shares: epochs, batch order, divergence, diagnostics, timing.
+
+A backend supplies a ``Trainer`` for one (spec, variant): it owns the model, optimiser and compiled steps,
+and runs one epoch over given batch indices. Everything else — which batches, when to stop, what to measure,
+how to time it — happens here once, so fit and loop and all frameworks are driven identically.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from common.data import Dataset, epoch_batches, steps_per_epoch
+from common.diagnostics import EpochDiagnostics, diagnose, probe_rows
+from common.spec import Spec
+from common.weights import Weights
+
+EpochCallback = Callable[[int, float, EpochDiagnostics], None]
+
+
+class Trainer(abc.ABC):
+    """One model + optimiser + training path, set up from canonical weights with its data on the device."""
+
+    #: Which computation the training loss runs (a key of ``common.diagnostics.LOSS_PATHS``).
+    loss_path: str
+    #: Seconds spent compiling (tracing, XLA, torch.compile), measured by the backend; 0 for eager paths.
+    compile_seconds: float = 0.0
+
+    @abc.abstractmethod
+    def run_epoch(self, batches: np.ndarray) -> np.ndarray:
+        """Train on ``batches`` (steps, batch_size) of training-row indices; return the per-step losses.
+
+        The losses stay on the device during the epoch and are read once at its end.
+        """
+
+    @abc.abstractmethod
+    def probe(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+        """Eval-mode logits on ``x`` and the global L2 norm of the training loss' gradient there."""
+
+    @abc.abstractmethod
+    def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        """Eval-mode mean loss (the variant's own loss) and accuracy."""
+
+    @abc.abstractmethod
+    def weights(self) -> Weights:
+        """Current parameters in the canonical layout."""
+
+
+@dataclasses.dataclass
+class TrainOutcome:
+    epoch_costs: list[float]
+    step_losses: np.ndarray
+    diagnostics: list[EpochDiagnostics]
+    status: str  # "ok" or "diverged"
+    first_nonfinite_step: int | None
+    test_loss: float
+    test_accuracy: float
+    loss_path: str
+    wall_seconds: float
+    compile_seconds: float
+    steps_per_second: float
+    trainer: Trainer
+
+
+def train(spec: Spec, trainer: Trainer, data: Dataset, on_epoch: EpochCallback | None = None) -> TrainOutcome:
+    """Run ``spec.epochs`` epochs of the shared batch order; stop after a non-finite epoch if the spec says so."""
+    n_train = len(data.x_train)
+    probe = probe_rows(n_train)
+    probe_x, probe_y = data.x_train[probe], data.y_train[probe]
+    diagnostics = [diagnose(0, *trainer.probe(probe_x, probe_y), trainer.loss_path)]
+    costs: list[float] = []
+    losses: list[np.ndarray] = []
+    first_bad: int | None = None
+    train_seconds = 0.0
+    for epoch in range(spec.epochs):
+        batches = epoch_batches(spec, epoch, n_train)
+        start = time.perf_counter()
+        epoch_losses = np.asarray(trainer.run_epoch(batches), dtype=np.float64)
+        train_seconds += time.perf_counter() - start
+        losses.append(epoch_losses)
+        costs.append(float(epoch_losses.mean()))
+        bad = np.flatnonzero(~np.isfinite(epoch_losses))
+        if bad.size and first_bad is None:
+            first_bad = epoch * steps_per_epoch(spec, n_train) + int(bad[0])
+        diagnostics.append(diagnose(epoch + 1, *trainer.probe(probe_x, probe_y), trainer.loss_path))
+        if on_epoch is not None:
+            on_epoch(epoch + 1, costs[-1], diagnostics[-1])
+        if first_bad is not None and spec.stop_on_nonfinite:
+            break
+    test_loss, test_accuracy = trainer.evaluate(data.x_test, data.y_test)
+    step_losses = np.concatenate(losses)
+    run_seconds = max(train_seconds - trainer.compile_seconds, 1e-9)
+    return TrainOutcome(
+        epoch_costs=costs,
+        step_losses=step_losses,
+        diagnostics=diagnostics,
+        status="ok" if first_bad is None else "diverged",
+        first_nonfinite_step=first_bad,
+        test_loss=float(test_loss),
+        test_accuracy=float(test_accuracy),
+        loss_path=trainer.loss_path,
+        wall_seconds=train_seconds,
+        compile_seconds=trainer.compile_seconds,
+        steps_per_second=len(step_losses) / run_seconds,
+        trainer=trainer,
+    )

@@ -1,0 +1,1 @@
+"""Runnable modules: one per backend, the cross-framework comparison, the report and the benchmarks."""

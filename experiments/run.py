@@ -1,0 +1,46 @@
+"""Run the seed post's variants on one backend: ``python -m experiments.run --backend keras|torch|jax``.
+
+Example (one epoch of every variant on full MNIST, results in /tmp/r/runs.jsonl):
+
+    python -m experiments.run --backend torch --variants all --epochs 1 --out /tmp/r
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from backends import BACKEND_NAMES, KERAS_ENGINES, BackendError, get_backend
+from common import cli
+from common.runner import format_summary, plan_runs, run_sweep
+
+
+def build_parser(backend: str | None = None) -> argparse.ArgumentParser:
+    prog = f"python -m experiments.{backend}_mnist" if backend else "python -m experiments.run"
+    parser = cli.Parser(prog=prog, description=__doc__.splitlines()[0])
+    if backend is None:
+        parser.add_argument("--backend", required=True, choices=BACKEND_NAMES)
+    parser.add_argument("--engine", choices=KERAS_ENGINES, help="Keras only: the engine (default tensorflow)")
+    cli.add_run_flags(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None, backend: str | None = None) -> list[dict]:
+    parser = build_parser(backend)
+    args = parser.parse_args(argv)
+    backend = backend or args.backend
+    if args.engine and backend != "keras":
+        parser.error(f"--engine is for the keras backend only; the {backend} backend has one engine")
+    plan = plan_runs(cli.base_spec(parser, args), cli.variants(parser, args), cli.seeds(parser, args),
+                     cli.prob_losses(args))
+    with cli.friendly_errors(parser.prog):
+        try:
+            runner = get_backend(backend, device=args.device, engine=args.engine)
+        except BackendError as exc:
+            cli.fail(parser.prog, str(exc))
+        records = run_sweep(runner, plan, args.out, data_path=args.data, verbose=args.verbose)
+    print(format_summary(records))
+    return records
+
+
+if __name__ == "__main__":
+    main()

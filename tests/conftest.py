@@ -1,0 +1,30 @@
+"""Shared fixtures: the vendored MNIST subset (no network, no big file) and small specs on it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from common.data import Dataset, Mnist, load_mnist, prepare
+from common.spec import Spec
+
+TEST_SUBSET = Path(__file__).parent / "data" / "mnist_subset.npz"
+SHARED_MNIST = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "mnist.npz"
+
+
+@pytest.fixture(scope="session")
+def subset_mnist() -> Mnist:
+    return load_mnist(TEST_SUBSET)
+
+
+@pytest.fixture(scope="session")
+def subset_data(subset_mnist: Mnist) -> Dataset:
+    """Raw-pixel subset: 3000 training rows (30 batches of 100), 1000 test rows."""
+    return prepare(Spec(), subset_mnist)
+
+
+@pytest.fixture(scope="session")
+def subset_spec() -> Spec:
+    """The post's spec for one epoch of the vendored subset."""
+    return Spec(epochs=1)
