@@ -160,9 +160,10 @@ def load_mnist(path: str | os.PathLike | None = None) -> Mnist:
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            if not isinstance(npz, np.lib.npyio.NpzFile):
-                raise DataError(f"{path} is a single .npy array, not an .npz archive of MNIST arrays; {FIX}")
+        npz = np.load(path, allow_pickle=False)
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise DataError(f"{path} is a single .npy array, not an .npz archive of MNIST arrays; {FIX}")
+        with npz:
             missing = sorted(set(LAYOUT) - set(npz.files))
             if missing:
                 raise DataError(

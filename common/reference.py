@@ -13,8 +13,8 @@ Losses, mean over the batch of B rows (y one-hot, p = softmax(z)):
 Adam (bias-corrected moments m, v after t steps, learning rate a):
   ``epsilon_form='corrected'`` (PyTorch, optax): w -= a * m_hat / (sqrt(v_hat) + eps)
   ``epsilon_form='hat'`` (Keras):  w -= a * sqrt(1 - b2^t)/(1 - b1^t) * m / (sqrt(v) + eps)
-The two agree when eps is negligible next to sqrt(v); Keras' form is the corrected one with
-eps_hat = eps * sqrt(1 - b2^t), i.e. a smaller effective epsilon early in training.
+The two agree when eps is negligible next to sqrt(v_hat); Keras' form equals the corrected one with an
+effective epsilon eps / sqrt(1 - b2^t): 31.6x larger at step 1, 1.4x at step 1000, -> eps later.
 """
 
 from __future__ import annotations

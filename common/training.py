@@ -71,7 +71,12 @@ def train(spec: Spec, trainer: Trainer, data: Dataset, on_epoch: EpochCallback |
     n_train = len(data.x_train)
     probe = probe_rows(n_train)
     probe_x, probe_y = data.x_train[probe], data.y_train[probe]
-    diagnostics = [diagnose(0, *trainer.probe(probe_x, probe_y), trainer.loss_path)]
+
+    def diagnostics_at(epoch: int) -> EpochDiagnostics:
+        logits, grad_norm = trainer.probe(probe_x, probe_y)
+        return diagnose(epoch, logits, probe_y, grad_norm, trainer.loss_path)
+
+    diagnostics = [diagnostics_at(0)]
     costs: list[float] = []
     losses: list[np.ndarray] = []
     first_bad: int | None = None
@@ -86,7 +91,7 @@ def train(spec: Spec, trainer: Trainer, data: Dataset, on_epoch: EpochCallback |
         bad = np.flatnonzero(~np.isfinite(epoch_losses))
         if bad.size and first_bad is None:
             first_bad = epoch * steps_per_epoch(spec, n_train) + int(bad[0])
-        diagnostics.append(diagnose(epoch + 1, *trainer.probe(probe_x, probe_y), trainer.loss_path))
+        diagnostics.append(diagnostics_at(epoch + 1))
         if on_epoch is not None:
             on_epoch(epoch + 1, costs[-1], diagnostics[-1])
         if first_bad is not None and spec.stop_on_nonfinite:

@@ -11,6 +11,7 @@ import argparse
 
 from backends import BACKEND_NAMES, KERAS_ENGINES, BackendError, get_backend
 from common import cli
+from common.data import find_mnist
 from common.runner import format_summary, plan_runs, run_sweep
 
 
@@ -33,11 +34,12 @@ def main(argv: list[str] | None = None, backend: str | None = None) -> list[dict
     plan = plan_runs(cli.base_spec(parser, args), cli.variants(parser, args), cli.seeds(parser, args),
                      cli.prob_losses(args))
     with cli.friendly_errors(parser.prog):
+        data_path = find_mnist(args.data)  # before the (slow) framework import, so a bad path fails fast
         try:
             runner = get_backend(backend, device=args.device, engine=args.engine)
         except BackendError as exc:
             cli.fail(parser.prog, str(exc))
-        records = run_sweep(runner, plan, args.out, data_path=args.data, verbose=args.verbose)
+        records = run_sweep(runner, plan, args.out, data_path=data_path, verbose=args.verbose)
     print(format_summary(records))
     return records
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from common.data import Dataset, Mnist, load_mnist, prepare
 from common.spec import Spec
 
-TEST_SUBSET = Path(__file__).parent / "data" / "mnist_subset.npz"
-SHARED_MNIST = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "mnist.npz"
+from tests_support import TEST_SUBSET
 
 
 @pytest.fixture(scope="session")

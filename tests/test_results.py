@@ -1,0 +1,81 @@
+"""Run records: fixed keys, whole-line appends that survive a crash, resumable keys, environment."""
+
+import json
+
+import numpy as np
+import pytest
+
+from common.diagnostics import EpochDiagnostics
+from common.results import (RECORD_KEYS, append_record, capture_env, finished_keys, make_record, read_records,
+                            record_key)
+from common.spec import Spec
+from common.training import TrainOutcome
+from common.variants import VARIANTS
+
+
+def outcome(status="ok", costs=(2.0, 1.0), accuracy=0.9):
+    return TrainOutcome(
+        epoch_costs=list(costs), step_losses=np.array(costs), status=status,
+        diagnostics=[EpochDiagnostics(0, 0.5, float("nan"), 142.0, "logits")],
+        first_nonfinite_step=3 if status == "diverged" else None, test_loss=float("nan"),
+        test_accuracy=accuracy, loss_path="logits", wall_seconds=1.0, compile_seconds=0.25,
+        steps_per_second=8.0, trainer=None)
+
+
+def record(variant="loop_logits", seed=777, **kwargs):
+    return make_record(Spec(seed=seed), VARIANTS[variant], "torch", None, "cpu", "abc", {"python": "3"},
+                       outcome(**kwargs))
+
+
+def test_record_has_the_fixed_keys_and_no_nan():
+    r = record(costs=(float("nan"), 1.0), status="diverged")
+    assert tuple(r) == RECORD_KEYS
+    assert r["epoch_costs"] == [None, 1.0] and r["test_loss"] is None
+    assert r["diagnostics"][0]["grad_norm"] is None and r["first_nonfinite_step"] == 3
+    assert r["prob_loss"] is None  # logits variants have no probability-loss flavour
+    assert make_record(Spec(), VARIANTS["fit_probs"], "jax", None, "cpu", "abc", {}, outcome())["prob_loss"] == "native"
+    json.dumps(r, allow_nan=False)
+
+
+def test_failed_record():
+    r = make_record(Spec(), VARIANTS["fit_probs"], "keras", "jax", "cpu", "abc", {}, error="RuntimeError: boom")
+    assert r["status"] == "failed" and r["error"] == "RuntimeError: boom" and r["engine"] == "jax"
+    assert tuple(r) == RECORD_KEYS
+
+
+def test_append_and_read_back(tmp_path):
+    path = tmp_path / "out" / "runs.jsonl"
+    append_record(path, record(seed=1))
+    append_record(path, record(seed=2))
+    assert [r["seed"] for r in read_records(path)] == [1, 2]
+    assert read_records(tmp_path / "missing.jsonl") == []
+
+
+def test_half_written_last_line_is_skipped_and_next_append_is_clean(tmp_path):
+    path = tmp_path / "runs.jsonl"
+    append_record(path, record(seed=1))
+    append_record(path, record(seed=2))
+    whole = path.read_text()
+    path.write_text(whole + whole.splitlines()[0][:57])  # a crash mid-write of a third record
+    with pytest.warns(UserWarning, match="skipped 1 incomplete"):
+        assert [r["seed"] for r in read_records(path)] == [1, 2]
+    append_record(path, record(seed=3))
+    with pytest.warns(UserWarning, match="skipped 1"):
+        assert [r["seed"] for r in read_records(path)] == [1, 2, 3]
+
+
+def test_finished_keys_skip_failed_runs(tmp_path):
+    path = tmp_path / "runs.jsonl"
+    ok, diverged = record(seed=1), record(seed=2, status="diverged")
+    failed = make_record(Spec(seed=3), VARIANTS["loop_logits"], "torch", None, "cpu", "abc", {}, error="x")
+    for r in (ok, diverged, failed):
+        append_record(path, r)
+    assert finished_keys(path) == {record_key(ok), record_key(diverged)}
+
+
+def test_environment_names_machine_and_versions():
+    env = capture_env({"torch": "2.13.0"}, "cpu", {"intra_op": 2})
+    assert env["frameworks"] == {"torch": "2.13.0"} and env["threads"] == {"intra_op": 2}
+    assert env["python"].count(".") == 2 and env["numpy"] == np.__version__
+    assert env["cpu"] and env["cpu_count"] >= 1
+    assert env["git_commit"] is None or len(env["git_commit"].split("+")[0]) == 40
