@@ -8,6 +8,7 @@ each record is appended the moment its run ends, so an interrupt loses only the 
 from __future__ import annotations
 
 import dataclasses
+import os
 import traceback
 from collections.abc import Iterable
 from pathlib import Path
@@ -75,7 +76,9 @@ def _run_one(backend: Any, planned: PlannedRun, data: Dataset, env: dict, verbos
         label += f" ({spec.prob_loss})"
     record_args = dict(spec=spec, variant=variant, backend=backend.name, engine=backend.engine,
                        device=backend.device, data_sha256=data.data_sha256, env=env)
-    bar = tqdm(total=spec.epochs, desc=label, unit="epoch", leave=False, disable=None)
+    # Under experiments.compare the sweep's overall bar holds line 0; this run's bar goes below it.
+    position = int(os.environ.get("XENT_PARITY_BAR_POSITION", "0"))
+    bar = tqdm(total=spec.epochs, desc=label, unit="epoch", leave=False, disable=None, position=position)
 
     def on_epoch(epoch: int, cost: float, diagnostics: EpochDiagnostics) -> None:
         bar.update(1)
