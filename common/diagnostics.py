@@ -53,8 +53,9 @@ def diagnose(epoch: int, logits: np.ndarray, y: np.ndarray, grad_norm: float, lo
     if loss_path not in LOSS_PATHS:
         raise ValueError(f"loss_path={loss_path!r}; known: {', '.join(LOSS_PATHS)}")
     logits = np.asarray(logits, dtype=np.float64)
-    with np.errstate(invalid="ignore", over="ignore"):
-        true_log_prob = (log_softmax(logits) * y).sum(-1)
-        saturated = float(np.mean(true_log_prob <= math.log(SATURATION_PROBABILITY)))
-        max_abs = float(np.abs(logits).max())
+    if not np.isfinite(logits).all():  # a diverged model: no meaningful probabilities to count
+        return EpochDiagnostics(epoch, math.nan, float(grad_norm), math.nan, loss_path)
+    true_log_prob = (log_softmax(logits) * y).sum(-1)
+    saturated = float(np.mean(true_log_prob <= math.log(SATURATION_PROBABILITY)))
+    max_abs = float(np.abs(logits).max())
     return EpochDiagnostics(epoch, saturated, float(grad_norm), max_abs, loss_path)

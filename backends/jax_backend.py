@@ -1,0 +1,293 @@
+"""The JAX + optax backend: the seed post's MLP as a pure function of a parameter dict, trained with optax.
+
+Parameters are a plain dict in the canonical layout (``dense_{i}.kernel`` (in, out), ``dense_{i}.bias``), so
+no NN library and no layout conversion. The two training paths (DESIGN.md):
+
+  loop: a Python loop over a ``jax.jit``-compiled train step, as JAX users write a custom loop;
+  fit:  the whole epoch compiled: ``jax.jit`` over ``jax.lax.scan`` of the same train step.
+
+Both run the same step on the same batches with the same dropout keys (``fold_in(key(seed), global_step)``),
+so they differ only in what XLA compiles. ``eager=True`` runs the loop un-jitted (``jax.disable_jit``): the
+ablation "does compilation change the numbers?" (``experiments/jax_eager_ablation.py``).
+
+Losses (y one-hot, p = softmax(z), mean over the batch):
+  logits:  optax.softmax_cross_entropy(z, y)                  (log-softmax of the logits, stable)
+  native:  -sum_k y_k log(p_k)                                 (XLA does not rewrite log(softmax): inf/NaN
+                                                                once p underflows to 0)
+  clipped: -sum_k y_k log(clip(p, eps, 1 - eps))               (Keras-2 eager formula: zero gradient when clipped)
+
+    >>> from common.spec import Spec
+    >>> from common.weights import initial_weights
+    >>> backend = JaxBackend()
+    >>> model = backend.build_model(Spec(), "probs", initial_weights(Spec()))
+    >>> backend.forward(model, np.zeros((2, 784), np.float32)).shape
+    (2, 10)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import jaxlib
+import numpy as np
+import optax
+
+from backends.base import Backend, BackendError
+from common.data import Dataset
+from common.reference import loss_kind
+from common.spec import Spec
+from common.training import Trainer
+from common.variants import Variant
+from common.weights import Weights
+
+# Reference loss kind (common.reference.LOSS_KINDS) -> the path it takes (common.diagnostics.LOSS_PATHS).
+LOSS_PATHS = {"logits": "logits", "native": "log_probs", "clipped": "clipped_probs"}
+
+Params = dict[str, jax.Array]
+
+
+# --- model --------------------------------------------------------------------------------------------------
+def dense(params: Params, i: int, h: jax.Array) -> jax.Array:
+    """h W_i + b_i."""
+    # Full fp32 matmuls, scoped to this dot (no global config): on GPU, JAX's default precision uses
+    # TF32-class passes that move raw-pixel logits by ~0.12 (DESIGN.md "Tests"). No effect on CPU.
+    kernel, bias = params[f"dense_{i}.kernel"], params[f"dense_{i}.bias"]
+    return jnp.dot(h, kernel, precision=jax.lax.Precision.HIGHEST) + bias
+
+
+def dropout(key: jax.Array, h: jax.Array, rate: float) -> jax.Array:
+    """Inverted dropout: keep each unit with probability 1 - rate and scale kept units by 1 / (1 - rate)."""
+    keep = jax.random.bernoulli(key, 1.0 - rate, h.shape)
+    return jnp.where(keep, h / (1.0 - rate), 0.0)
+
+
+def logits(params: Params, x: jax.Array, drop_rate: float = 0.0, key: jax.Array | None = None) -> jax.Array:
+    """z = h_L W_L + b_L, h_0 = x, h_{i+1} = dropout(relu(h_i W_i + b_i)); dropout only when ``key`` is given."""
+    last = len(params) // 2 - 1
+    h = x
+    for i in range(last):
+        h = jax.nn.relu(dense(params, i, h))
+        if key is not None:
+            h = dropout(jax.random.fold_in(key, i), h, drop_rate)
+    return dense(params, last, h)
+
+
+def head_output(head: str, z: jax.Array) -> jax.Array:
+    """The model's output: softmax(z) for the ``probs`` head, the logits z for the ``logits`` head."""
+    return jax.nn.softmax(z) if head == "probs" else z
+
+
+def cross_entropy(kind: str, output: jax.Array, y: jax.Array, clip_epsilon: float = 1e-7) -> jax.Array:
+    """Mean cross-entropy of ``kind`` (module docstring); ``output`` is logits for ``logits``, else probabilities."""
+    if kind == "logits":
+        return optax.softmax_cross_entropy(output, y).mean()
+    if kind == "clipped":
+        output = jnp.clip(output, clip_epsilon, 1.0 - clip_epsilon)
+    return -(y * jnp.log(output)).sum(-1).mean()
+
+
+@functools.partial(jax.jit, static_argnames=("head", "kind", "clip_epsilon"))
+def eval_loss_and_grads(params: Params, x: jax.Array, y: jax.Array, head: str, kind: str,
+                        clip_epsilon: float) -> tuple[jax.Array, Params, jax.Array]:
+    """Eval-mode (no dropout) training loss, its parameter gradients, and the logits."""
+    def loss_of(p):
+        z = logits(p, x)
+        return cross_entropy(kind, head_output(head, z), y, clip_epsilon), z
+
+    (loss, z), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
+    return loss, grads, z
+
+
+@functools.partial(jax.jit, static_argnames=("head", "kind", "clip_epsilon"))
+def eval_loss_and_accuracy(params: Params, x: jax.Array, y: jax.Array, head: str, kind: str,
+                           clip_epsilon: float) -> tuple[jax.Array, jax.Array]:
+    """Eval-mode mean loss and accuracy (argmax of the model's output against the one-hot label)."""
+    output = head_output(head, logits(params, x))
+    accuracy = jnp.mean(output.argmax(-1) == y.argmax(-1))
+    return cross_entropy(kind, output, y, clip_epsilon), accuracy
+
+
+# --- optimiser and train step -------------------------------------------------------------------------------
+def make_optimizer(spec: Spec) -> optax.GradientTransformation:
+    """optax Adam with the spec's betas and epsilon, or plain SGD."""
+    if spec.optimizer == "sgd":
+        return optax.sgd(spec.learning_rate)
+    # optax adds eps after bias correction, m_hat / (sqrt(v_hat) + eps), as torch does; Keras uses the
+    # epsilon-hat form (common/reference.py): a different effective epsilon early in training.
+    return optax.adam(spec.learning_rate, b1=spec.beta_1, b2=spec.beta_2, eps=spec.epsilon)
+
+
+def optimizer_step(tx: optax.GradientTransformation, params: Params, opt_state: Any,
+                   grads: Params) -> tuple[Params, Any]:
+    """One optimiser update: params + tx.update(grads)."""
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+
+class TrainState(NamedTuple):
+    params: Params
+    opt_state: Any
+    step: jax.Array  # global step (int32), which also keys dropout
+
+
+def make_train_step(spec: Spec, head: str, tx: optax.GradientTransformation):
+    """``train_step(state, x_all, y_all, idx) -> (state, loss)``: one step on rows ``idx`` of the device data."""
+    kind = loss_kind(head, spec.prob_loss)
+
+    def train_step(state: TrainState, x_all: jax.Array, y_all: jax.Array, idx: jax.Array):
+        key = jax.random.fold_in(jax.random.key(spec.seed), state.step)
+
+        def loss_of(params):
+            z = logits(params, x_all[idx], spec.drop_rate, key)
+            return cross_entropy(kind, head_output(head, z), y_all[idx], spec.clip_epsilon)
+
+        loss, grads = jax.value_and_grad(loss_of)(state.params)
+        params, opt_state = optimizer_step(tx, state.params, state.opt_state, grads)
+        return TrainState(params, opt_state, state.step + 1), loss
+
+    return train_step
+
+
+def scan_epoch(train_step):
+    """``epoch(state, x_all, y_all, batches) -> (state, losses)``: ``lax.scan`` of the step over batch rows."""
+    def epoch(state, x_all, y_all, batches):
+        return jax.lax.scan(lambda s, idx: train_step(s, x_all, y_all, idx), state, batches)
+
+    return epoch
+
+
+# --- trainer ------------------------------------------------------------------------------------------------
+class JaxTrainer(Trainer):
+    """One variant's state on one device. A non-finite loss never raises: it shows in the per-step losses."""
+
+    def __init__(self, spec: Spec, variant: Variant, data: Dataset, weights: Weights, device: jax.Device,
+                 eager: bool = False):
+        if eager and variant.mode != "loop":
+            raise ValueError("eager=True is the un-jitted ablation of the loop; fit is compiled by definition")
+        self.spec, self.head, self.mode, self.eager = spec, variant.head, variant.mode, eager
+        self.kind = loss_kind(variant.head, spec.prob_loss)
+        self.loss_path = LOSS_PATHS[self.kind]
+        self.compile_seconds = 0.0
+        self._device = device
+        tx = make_optimizer(spec)
+        params = jax.device_put(to_params(weights), device)
+        self._state = TrainState(params, tx.init(params), jax.device_put(jnp.zeros((), jnp.int32), device))
+        self._x, self._y = jax.device_put((data.x_train, data.y_train), device)  # once per run
+        self._step = make_train_step(spec, variant.head, tx)
+        self._compiled = None  # the AOT-compiled step (loop) or epoch (fit), built on the first epoch
+
+    def run_epoch(self, batches: np.ndarray) -> np.ndarray:
+        batches = jax.device_put(batches, self._device)
+        if self.mode == "fit":
+            epoch = self._compile(scan_epoch(self._step), batches)
+            self._state, losses = epoch(self._state, self._x, self._y, batches)
+        elif self.eager:
+            with jax.disable_jit():
+                losses = jnp.stack(self._loop(self._step, batches))
+        else:
+            losses = jnp.stack(self._loop(self._compile(self._step, batches[0]), batches))
+        return np.asarray(losses)  # the one device-to-host read of the epoch
+
+    def _loop(self, step, batches: jax.Array) -> list[jax.Array]:
+        losses = []  # stay on the device: no sync per step
+        for idx in batches:
+            self._state, loss = step(self._state, self._x, self._y, idx)
+            losses.append(loss)
+        return losses
+
+    def _compile(self, fn, batch_arg: jax.Array):
+        """AOT-compile ``fn`` once, donating the state (updated in place, no second copy of params and moments).
+
+        Done inside the first ``run_epoch`` because the shared driver subtracts ``compile_seconds`` from the
+        time it measures around ``run_epoch``: training throughput then excludes compilation.
+        """
+        if self._compiled is None:
+            start = time.perf_counter()
+            self._compiled = jax.jit(fn, donate_argnums=0).lower(self._state, self._x, self._y, batch_arg).compile()
+            self.compile_seconds += time.perf_counter() - start
+        return self._compiled
+
+    def probe(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+        x, y = jax.device_put((x, y), self._device)
+        _, grads, z = eval_loss_and_grads(self._state.params, x, y, self.head, self.kind, self.spec.clip_epsilon)
+        return np.asarray(z), float(optax.tree.norm(grads))
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        x, y = jax.device_put((x, y), self._device)
+        loss, accuracy = eval_loss_and_accuracy(self._state.params, x, y, self.head, self.kind,
+                                                self.spec.clip_epsilon)
+        return float(loss), float(accuracy)
+
+    def weights(self) -> Weights:
+        return to_weights(self._state.params)
+
+
+# --- backend ------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Model:
+    """A built model: canonical-layout parameters on the device and the output head."""
+
+    params: Params
+    head: str
+
+
+def to_params(weights: Weights) -> Params:
+    return {name: jnp.asarray(w, jnp.float32) for name, w in weights.items()}
+
+
+def to_weights(params: Params) -> Weights:
+    return {name: np.asarray(p, np.float32) for name, p in params.items()}
+
+
+class JaxBackend(Backend):
+    name = "jax"
+    extra = "jax"
+
+    def __init__(self, device: str = "cpu", engine: str | None = None):
+        super().__init__(device, engine)
+        try:
+            self._device = jax.devices(device)[0]
+        except RuntimeError as exc:
+            raise BackendError(
+                f"--device {device}: JAX finds no {device.upper()} here ({exc}); install a CUDA build of JAX "
+                "(pip install -U 'jax[cuda12]') on a machine with an NVIDIA GPU, or use --device cpu"
+            ) from None
+
+    def versions(self) -> dict[str, str]:
+        return {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "optax": optax.__version__}
+
+    def device_name(self) -> str:
+        return self._device.device_kind
+
+    def build_model(self, spec: Spec, head: str, weights: Weights) -> Model:
+        return Model(jax.device_put(to_params(weights), self._device), head)
+
+    def get_weights(self, model: Model) -> Weights:
+        return to_weights(model.params)
+
+    def forward(self, model: Model, x: np.ndarray) -> np.ndarray:
+        x = jax.device_put(x, self._device)
+        return np.asarray(head_output(model.head, logits(model.params, x)))
+
+    def loss_and_grad_logits(self, head: str, prob_loss: str, logits: np.ndarray, y: np.ndarray,
+                             clip_epsilon: float = 1e-7) -> tuple[float, np.ndarray]:
+        kind = loss_kind(head, prob_loss)
+        z, y = jax.device_put((np.asarray(logits, np.float32), np.asarray(y, np.float32)), self._device)
+        loss, grad = jax.value_and_grad(lambda z: cross_entropy(kind, head_output(head, z), y, clip_epsilon))(z)
+        return float(loss), np.asarray(grad)
+
+    def loss_and_grads(self, spec: Spec, head: str, model: Model, x: np.ndarray, y: np.ndarray) -> tuple[float, Weights]:
+        x, y = jax.device_put((x, y), self._device)
+        loss, grads, _ = eval_loss_and_grads(model.params, x, y, head, loss_kind(head, spec.prob_loss),
+                                             spec.clip_epsilon)
+        return float(loss), to_weights(grads)
+
+    def make_trainer(self, spec: Spec, variant: Variant, data: Dataset, weights: Weights, *,
+                     eager: bool = False) -> JaxTrainer:
+        """``eager=True`` (loop only): the un-jitted ablation of the loop."""
+        return JaxTrainer(spec, variant, data, weights, self._device, eager=eager)
