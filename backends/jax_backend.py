@@ -39,14 +39,13 @@ import optax
 
 from backends.base import Backend, BackendError
 from common.data import Dataset
+from common.diagnostics import PLAIN_LOSS_PATH
 from common.reference import loss_kind
 from common.spec import Spec
 from common.training import Trainer
 from common.variants import Variant
 from common.weights import Weights
 
-# Reference loss kind (common.reference.LOSS_KINDS) -> the path it takes (common.diagnostics.LOSS_PATHS).
-LOSS_PATHS = {"logits": "logits", "native": "log_probs", "clipped": "clipped_probs"}
 
 Params = dict[str, jax.Array]
 
@@ -171,7 +170,7 @@ class JaxTrainer(Trainer):
             raise ValueError("eager=True is the un-jitted ablation of the loop; fit is compiled by definition")
         self.spec, self.head, self.mode, self.eager = spec, variant.head, variant.mode, eager
         self.kind = loss_kind(variant.head, spec.prob_loss)
-        self.loss_path = LOSS_PATHS[self.kind]
+        self.loss_path = PLAIN_LOSS_PATH[self.kind]  # XLA rewrites none of them
         self.compile_seconds = 0.0
         self._device = device
         tx = make_optimizer(spec)

@@ -30,6 +30,9 @@ LOSS_PATHS = {
     "clipped_probs": "log of probabilities clipped to [1e-7, 1 - 1e-7]",
     "log_probs": "raw log of the softmax probabilities (no clip, no rewrite)",
 }
+# The path of each reference loss kind (common.reference.LOSS_KINDS) when the framework does not rewrite it,
+# as in PyTorch, JAX and the numpy reference; Keras decides per engine.
+PLAIN_LOSS_PATH = {"logits": "logits", "native": "log_probs", "clipped": "clipped_probs"}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,12 +10,10 @@ from __future__ import annotations
 import numpy as np
 
 from common import reference
+from common.diagnostics import PLAIN_LOSS_PATH
 from common.spec import Spec
 from common.training import Trainer
 from common.weights import Weights
-
-LOSS_PATH = {"logits": "logits", "native": "log_probs", "clipped": "clipped_probs"}
-
 
 class ReferenceTrainer(Trainer):
     def __init__(self, spec: Spec, head: str, x_train: np.ndarray, y_train: np.ndarray, weights: Weights,
@@ -24,7 +22,7 @@ class ReferenceTrainer(Trainer):
             raise ValueError("the numpy reference trains without dropout: use a spec with drop_rate=0")
         self.spec, self.x, self.y = spec, x_train, y_train
         self.kind = reference.loss_kind(head, spec.prob_loss)
-        self.loss_path = LOSS_PATH[self.kind]
+        self.loss_path = PLAIN_LOSS_PATH[self.kind]
         self.params = {k: w.astype(np.float64) for k, w in weights.items()}
         self.adam = reference.AdamState.zeros_like(self.params)
         self.epsilon_form = epsilon_form
