@@ -1,0 +1,97 @@
+"""Keras 3 on JAX (``KERAS_BACKEND=jax``).
+
+JAX has no tape over stateful variables: a gradient needs a pure function of the parameters, which Keras
+provides as ``model.stateless_call``. The hand-written loop is therefore the one of Keras' guide "Writing a
+training loop from scratch in JAX": ``jax.value_and_grad`` over ``stateless_call``, ``optimizer.stateless_apply``,
+the step under ``jax.jit``, driven by a Python loop over batches (the same shape as this project's JAX backend:
+a Python loop over a jitted step). Run unjitted, the same code would be traced anew for every step.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import keras
+
+from backends.keras_backend.engine import Engine, Stepper, no_gpu
+
+
+class JaxEngine(Engine):
+    def __init__(self, name: str, device: str):
+        self.name, self.device, self.keras, self.ops = name, device, keras, keras.ops
+
+    def versions(self) -> dict[str, str]:
+        import jaxlib
+
+        return {"keras": keras.__version__, "jax": jax.__version__, "jaxlib": jaxlib.__version__}
+
+    def device_name(self) -> str:
+        device = jax.devices()[0]
+        return "cpu" if device.platform == "cpu" else device.device_kind
+
+    def value_and_grads(self, model, loss_fn, x, y, training: bool):
+        non_trainable = [v.value for v in model.non_trainable_variables]
+
+        def loss_of(trainable):
+            output, _ = model.stateless_call(trainable, non_trainable, x, training=training)
+            return loss_fn(y, output)
+
+        return jax.value_and_grad(loss_of)([v.value for v in model.trainable_variables])
+
+    def value_and_grad_input(self, fn, z):
+        return jax.value_and_grad(fn)(jax.numpy.asarray(z))
+
+    def stepper(self, model, optimizer, loss_fn) -> Stepper:
+        return JitStepper(model, optimizer, loss_fn)
+
+
+class JitStepper(Stepper):
+    """Keras' JAX training-loop recipe. The state (parameters, dropout seeds, Adam moments) lives in JAX
+    arrays between steps and is written back to the Keras variables by ``sync``."""
+
+    def __init__(self, model, optimizer, loss_fn):
+        optimizer.build(model.trainable_variables)
+        self.model, self.optimizer = model, optimizer
+        self.state = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables],
+                      [v.value for v in optimizer.variables])
+
+        def train_step(state, x, y):
+            trainable, non_trainable, optimizer_state = state
+
+            def loss_of(trainable, non_trainable):
+                output, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
+                return loss_fn(y, output), non_trainable
+
+            (loss, non_trainable), grads = jax.value_and_grad(loss_of, has_aux=True)(trainable, non_trainable)
+            trainable, optimizer_state = optimizer.stateless_apply(optimizer_state, grads, trainable)
+            return loss, (trainable, non_trainable, optimizer_state)
+
+        self._jitted = jax.jit(train_step)
+        self._compiled = None
+
+    def step(self, x, y):
+        if self._compiled is None:  # compile ahead of time, so that its cost is measured on its own
+            start = time.perf_counter()
+            self._compiled = self._jitted.lower(self.state, x, y).compile()
+            self.compile_seconds = time.perf_counter() - start
+        loss, self.state = self._compiled(self.state, x, y)
+        return loss
+
+    def sync(self) -> None:
+        trainable, non_trainable, optimizer_state = self.state
+        for variables, values in ((self.model.trainable_variables, trainable),
+                                  (self.model.non_trainable_variables, non_trainable),
+                                  (self.optimizer.variables, optimizer_state)):
+            for variable, value in zip(variables, values):
+                variable.assign(value)
+
+
+def load(name: str, device: str) -> JaxEngine:
+    if device == "gpu":
+        if jax.default_backend() != "gpu":
+            raise no_gpu(name, f"JAX's default backend is {jax.default_backend()}")
+        jax.config.update("jax_default_matmul_precision", "highest")  # full fp32, as the parity tests assume
+    elif jax.default_backend() != "cpu":  # jax was imported before us, on an accelerator
+        jax.config.update("jax_default_device", jax.devices("cpu")[0])
+    return JaxEngine(name, device)

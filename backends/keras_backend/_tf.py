@@ -1,0 +1,80 @@
+"""The TensorFlow engines: Keras 3 with ``KERAS_BACKEND=tensorflow`` and legacy Keras 2 (``tf_keras``).
+
+Gradients come from ``tf.GradientTape`` exactly as in the post's loop; the loop runs eagerly (no
+``tf.function``), so what the loss sees is an eager softmax output.
+"""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import tensorflow as tf
+
+from backends.base import BackendError
+from backends.keras_backend.engine import Engine, no_gpu
+
+
+class TFEngine(Engine):
+    def __init__(self, name: str, device: str):
+        self.name, self.device = name, device
+        if name == "tf_keras":
+            import tf_keras
+
+            self.keras, self.ops = tf_keras, _legacy_ops()
+        else:
+            import keras
+
+            self.keras, self.ops = keras, keras.ops
+
+    def versions(self) -> dict[str, str]:
+        versions = {"keras": self.keras.__version__, "tensorflow": tf.__version__}
+        if self.name == "tf_keras":
+            versions["tf_keras"] = self.keras.__version__
+        return versions
+
+    def device_name(self) -> str:
+        gpus = tf.config.list_physical_devices("GPU")
+        if self.device == "cpu" or not gpus:
+            return "cpu"
+        return tf.config.experimental.get_device_details(gpus[0]).get("device_name", gpus[0].name)
+
+    def threads(self) -> dict[str, int]:
+        return {"tf_intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+                "tf_inter_op": tf.config.threading.get_inter_op_parallelism_threads()}
+
+    def value_and_grads(self, model, loss_fn, x, y, training: bool):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=training))
+        return loss, tape.gradient(loss, model.trainable_variables)
+
+    def value_and_grad_input(self, fn, z):
+        z = tf.convert_to_tensor(z)
+        with tf.GradientTape() as tape:
+            tape.watch(z)
+            loss = fn(z)
+        return loss, tape.gradient(loss, z)
+
+
+def _legacy_ops() -> types.SimpleNamespace:
+    """The few ``keras.ops`` this backend uses, for tf_keras (Keras 2 has no ``ops``): plain TensorFlow."""
+    return types.SimpleNamespace(
+        convert_to_tensor=tf.convert_to_tensor, convert_to_numpy=np.asarray, take=tf.gather, stack=tf.stack,
+        matmul=tf.matmul, clip=tf.clip_by_value, log=tf.math.log, sum=tf.reduce_sum, mean=tf.reduce_mean,
+        cast=tf.cast, reshape=tf.reshape, scatter_update=tf.tensor_scatter_nd_update,
+    )
+
+
+def load(name: str, device: str) -> TFEngine:
+    gpus = tf.config.list_physical_devices("GPU")
+    if device == "gpu" and not gpus:
+        raise no_gpu(name, "tf.config.list_physical_devices('GPU') is empty")
+    if device == "cpu" and gpus:
+        try:
+            tf.config.set_visible_devices([], "GPU")
+        except RuntimeError:  # TensorFlow has already started on the GPU
+            raise BackendError("TensorFlow already runs on the GPU in this process; --device cpu needs a new "
+                               "process") from None
+    if device == "gpu":
+        tf.config.experimental.enable_tensor_float_32_execution(False)  # full fp32, as the parity tests assume
+    return TFEngine(name, device)
