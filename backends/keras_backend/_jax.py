@@ -56,8 +56,9 @@ class JitStepper(Stepper):
         self.state = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables],
                       [v.value for v in optimizer.variables])
 
-        def train_step(state, x, y):
+        def train_step(state, x_all, y_all, rows):
             trainable, non_trainable, optimizer_state = state
+            x, y = x_all[rows], y_all[rows]  # gathered inside the compiled step: no per-step slicing op
 
             def loss_of(trainable, non_trainable):
                 output, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
@@ -70,13 +71,18 @@ class JitStepper(Stepper):
         self._jitted = jax.jit(train_step)
         self._compiled = None
 
-    def step(self, x, y):
+    def run(self, ops, x_all, y_all, batches):
+        """Each step takes the device data and its numpy index row: slicing a device array per step costs a
+        dispatch (~0.2 ms on a CPU), which made this loop slower than the Keras guide's numpy-fed one."""
         if self._compiled is None:  # compile ahead of time, so that its cost is measured on its own
             start = time.perf_counter()
-            self._compiled = self._jitted.lower(self.state, x, y).compile()
+            self._compiled = self._jitted.lower(self.state, x_all, y_all, batches[0]).compile()
             self.compile_seconds = time.perf_counter() - start
-        loss, self.state = self._compiled(self.state, x, y)
-        return loss
+        losses = []
+        for rows in batches:
+            loss, self.state = self._compiled(self.state, x_all, y_all, rows)
+            losses.append(loss)
+        return losses
 
     def sync(self) -> None:
         trainable, non_trainable, optimizer_state = self.state

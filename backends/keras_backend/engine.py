@@ -76,6 +76,14 @@ class Stepper:
         """Train on one batch; return its loss as a device scalar (no host read)."""
         raise NotImplementedError
 
+    def run(self, ops, x_all, y_all, batches):
+        """Train on every row of ``batches`` (steps, batch) of the device data; the step losses, on the device.
+
+        The epoch's batches are gathered on the device at once, then sliced per step, as the eager loops do.
+        """
+        xs, ys = ops.take(x_all, batches, axis=0), ops.take(y_all, batches, axis=0)
+        return [self.step(xs[i], ys[i]) for i in range(len(batches))]
+
     def sync(self) -> None:
         pass
 

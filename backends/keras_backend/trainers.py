@@ -149,8 +149,7 @@ class LoopTrainer(KerasTrainer):
 
     def run_epoch(self, batches: np.ndarray) -> np.ndarray:
         ops = self.engine.ops
-        xs, ys = ops.take(self.x, batches, axis=0), ops.take(self.y, batches, axis=0)
-        losses = [self.stepper.step(xs[i], ys[i]) for i in range(len(batches))]
+        losses = self.stepper.run(ops, self.x, self.y, batches)
         self.stepper.sync()
         self.compile_seconds = self.stepper.compile_seconds
         return self.engine.to_numpy(ops.stack(losses))
