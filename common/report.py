@@ -148,7 +148,8 @@ def environment_lines(table: Table) -> list[str]:
     for r in table.records:
         env = r["env"]
         frameworks = ", ".join(f"{k} {v}" for k, v in sorted(env.get("frameworks", {}).items()))
-        key = f"{r['backend']}: {frameworks}; device {r['device']} ({env.get('device_name')}); CPU {env.get('cpu')} " \
+        row = r["backend"] + (f"/{r['engine']}" if r["engine"] else "")
+        key = f"{row}: {frameworks}; device {r['device']} ({env.get('device_name')}); CPU {env.get('cpu')} " \
               f"x{env.get('cpu_count')}; Python {env.get('python')}, numpy {env.get('numpy')}; " \
               f"commit {env.get('git_commit')}"
         seen.setdefault(key, []).append(r["finished_at"])
@@ -157,8 +158,9 @@ def environment_lines(table: Table) -> list[str]:
 
 def findings_markdown(table: Table) -> str:
     lines = [f"# Findings\n\nSpec: {spec_summary(table.spec)}.\n",
-             "For every cell: the outcome, which computation the loss took, the diagnostics of the last epoch "
-             "(on a fixed probe of the first 1000 training rows, dropout off), and the post's figure.\n"]
+             "For every cell: the outcome, which computation the loss took, diagnostics on a fixed probe (the "
+             "first 1000 training rows, dropout off) before training and after the last epoch (NaN: the model "
+             "diverged), and the post's figure.\n"]
     for label, cells in table.rows.items():
         lines.append(f"## {label}\n")
         for variant in VARIANT_NAMES:
@@ -173,16 +175,18 @@ def findings_markdown(table: Table) -> str:
 def _finding(variant: str, cell: Cell) -> str:
     first = cell.records[0]
     path = first["loss_path"]
-    last = first["diagnostics"][-1] if first["diagnostics"] else {}
     accs = cell.accuracies
     accuracy = f"{statistics.mean(accs):.4f}" if accs else "n/a"
     post = VARIANTS[variant].post.test_accuracy
     text = f"- **{variant}**: {cell.outcome}, test accuracy {accuracy} (post {post:.4f}, {POST_OUTCOME[variant]})."
     if path:
         text += f" Loss path: {LOSS_PATHS[path]}."
-    if last:
-        text += (f" Last epoch: {_percent(last.get('saturated_share'))} of probe rows at p_true ≤ 1e-7, "
-                 f"gradient norm {_figure(last.get('grad_norm'))}, max |logit| {_figure(last.get('max_abs_logit'))}.")
+    if first["diagnostics"]:
+        start, last = first["diagnostics"][0], first["diagnostics"][-1]
+        text += (f" Probe, at the start → after epoch {last['epoch']}: rows at p_true ≤ 1e-7 "
+                 f"{_percent(start['saturated_share'])} → {_percent(last['saturated_share'])}, gradient norm "
+                 f"{_figure(start['grad_norm'])} → {_figure(last['grad_norm'])}, max |logit| "
+                 f"{_figure(start['max_abs_logit'])} → {_figure(last['max_abs_logit'])}.")
     if first["status"] == "diverged":
         text += f" First non-finite loss at step {first['first_nonfinite_step']}."
     if first["status"] == "failed":
@@ -211,7 +215,7 @@ def _explanation(variant: str, outcome: str, path: str | None) -> str:
 
 
 def _percent(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.0%}"
+    return "NaN" if value is None else f"{value:.0%}"
 
 
 def _figure(value: float | None) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -88,6 +89,9 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     overall = tqdm(total=total, desc="sweep", unit="run", disable=None, position=0)
     env = dict(os.environ, XENT_PARITY_BAR_POSITION="1" if not overall.disable else "0")
+    # A `kill` reaches only this process: turn it into the same clean stop as Ctrl-C, which ends the child too.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    process = None
     try:
         for (backend, engine), pair_keys in keys.items():
             overall.n = _count_finished(runs_file, keys)
@@ -104,6 +108,10 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         overall.close()
         sys.exit(f"interrupted: finished runs are in {runs_file}; run the same command again to resume")
+    finally:
+        if process is not None and process.poll() is None:  # never leave a backend running on its own
+            process.terminate()
+            process.wait()
     overall.n = _count_finished(runs_file, keys)
     overall.close()
     table = write_reports(args.out, plan[0].spec)

@@ -92,7 +92,7 @@ def test_write_reports_files_and_findings(runs):
     assert "**fit_probs**: stuck" in findings and "the post's own mechanism" in findings
     assert "First non-finite loss at step 7" in findings
     assert "`_keras_logits`" in findings and "Unlike the post" in findings
-    assert "89% of probe rows" in findings
+    assert "rows at p_true ≤ 1e-7 89% → 89%" in findings
 
 
 def test_empty_results_are_refused():
