@@ -12,6 +12,7 @@ curves.png, accuracy.png and findings.md (also: python -m experiments.report DIR
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import signal
 import subprocess
@@ -29,6 +30,7 @@ from common.results import RUNS_FILE, append_record, capture_env, finished_keys,
 from common.runner import PlannedRun, plan_runs
 
 QUICK = {"epochs": 1, "train_size": 6000, "test_size": 2000}
+SWEEPS_FILE = "sweeps.jsonl"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     overall = tqdm(total=total, desc="sweep", unit="run", disable=None, position=0)
     env = dict(os.environ, XENT_PARITY_BAR_POSITION="1" if not overall.disable else "0")
+    finished_at_start = _count_finished(runs_file, keys)
     # A `kill` reaches only this process: turn it into the same clean stop as Ctrl-C, which ends the child too.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     process = None
@@ -114,10 +117,17 @@ def main(argv: list[str] | None = None) -> None:
             process.wait()
     overall.n = _count_finished(runs_file, keys)
     overall.close()
+    wall = time.perf_counter() - start
     table = write_reports(args.out, plan[0].spec)
+    append_record(Path(args.out) / SWEEPS_FILE, {  # the sweep's own wall time, beside its runs
+        "command": " ".join(["python -m experiments.compare", *(sys.argv[1:] if argv is None else argv)]),
+        "wall_seconds": round(wall, 1), "runs_planned": total, "runs_finished": overall.n,
+        "runs_this_session": overall.n - finished_at_start,
+        "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "env": capture_env({}, args.device, {})})
     print(table_markdown(table))
-    print(f"\n{overall.n} of {total} runs finished ({time.perf_counter() - start:.0f} s this session); "
-          f"wrote table.md, table.csv, curves.png, accuracy.png, findings.md in {args.out}")
+    print(f"\n{overall.n} of {total} runs finished ({wall:.0f} s this session); wrote table.md, table.csv, "
+          f"curves.png, accuracy.png, findings.md in {args.out} (sweep timing in {SWEEPS_FILE})")
 
 
 def _count_finished(runs_file: Path, keys: dict) -> int:

@@ -30,6 +30,9 @@ def test_compare_runs_resumes_and_reports(tmp_path):
     again = compare(tmp_path)  # same command: nothing new runs
     assert again.returncode == 0 and "2 of 2 runs finished" in again.stdout
     assert len(read_records(tmp_path / "runs.jsonl")) == 2
+    sweeps = [json.loads(line) for line in (tmp_path / "sweeps.jsonl").read_text().splitlines()]
+    assert [s["runs_this_session"] for s in sweeps] == [2, 0]
+    assert sweeps[0]["command"].startswith("python -m experiments.compare --backends jax")
 
     # A run lost to a crash (its line never written) is the only one re-run.
     lines = (tmp_path / "runs.jsonl").read_text().splitlines()
