@@ -85,4 +85,7 @@ class Backend(abc.ABC):
     # --- training -----------------------------------------------------------------------------------------
     @abc.abstractmethod
     def make_trainer(self, spec: Spec, variant: Variant, data: Dataset, weights: Weights) -> Trainer:
-        """A ``Trainer`` for ``variant`` (fit: the compiled path; loop: the hand-written loop)."""
+        """A ``Trainer`` for ``variant`` (fit: the compiled path; loop: the hand-written loop).
+
+        A backend may add keyword-only options for its own ablations (JAX: ``eager=True``).
+        """
