@@ -148,8 +148,8 @@ def fused_adam_supported(device_type: str) -> bool:
 def make_optimizer(spec: Spec, params: list[nn.Parameter]) -> torch.optim.Optimizer:
     """SGD, or Adam: w -= lr * m_hat / (sqrt(v_hat) + eps), fused into one kernel where torch has one.
 
-    torch adds eps *after* the bias correction; Keras uses the epsilon-hat form (eps before it, a smaller
-    effective epsilon early in training): see ``common.reference.adam_step``'s ``epsilon_form``.
+    torch adds eps *after* the bias correction; Keras uses the epsilon-hat form (eps before it, a larger
+    effective epsilon early in training: eps / sqrt(1 - beta_2^t)): see ``common.reference.adam_step``'s ``epsilon_form``.
     """
     if spec.optimizer == "sgd":
         return torch.optim.SGD(params, lr=spec.learning_rate)

@@ -22,7 +22,7 @@ from common.results import (RUNS_FILE, append_record, capture_env, finished_keys
                             record_key, run_key)
 from common.spec import Spec
 from common.training import train
-from common.variants import Variant
+from common.variants import VARIANTS, Variant
 from common.weights import initial_weights
 
 
@@ -101,8 +101,6 @@ def _run_one(backend: Any, planned: PlannedRun, data: Dataset, env: dict, verbos
 
 def format_summary(records: list[dict[str, Any]]) -> str:
     """A fixed-width table of runs, one row each, with the post's accuracy beside ours."""
-    from common.variants import VARIANTS
-
     header = f"{'backend':<16} {'variant':<12} {'prob_loss':<9} {'seed':>5} {'status':<9} {'cost 1st':>9} " \
              f"{'cost last':>9} {'test acc':>8} {'post':>6} {'loss path':<17} {'train s':>8}"
     lines = [header, "-" * len(header)]
@@ -111,12 +109,13 @@ def format_summary(records: list[dict[str, Any]]) -> str:
         backend = r["backend"] + (f"/{r['engine']}" if r["engine"] else "")
         lines.append(
             f"{backend:<16} {r['variant']:<12} {r['prob_loss'] or '-':<9} {r['seed']:>5} {r['status']:<9} "
-            f"{_num(costs[0] if costs else None):>9} {_num(costs[-1] if costs else None):>9} "
-            f"{_num(r['test_accuracy'], 4):>8} {VARIANTS[r['variant']].post.test_accuracy:>6.4f} "
-            f"{r['loss_path'] or '-':<17} {_num(r['wall_seconds'], 1):>8}"
+            f"{_num(costs[0] if costs else None, '.5g'):>9} {_num(costs[-1] if costs else None, '.5g'):>9} "
+            f"{_num(r['test_accuracy'], '.4f'):>8} {VARIANTS[r['variant']].post.test_accuracy:>6.4f} "
+            f"{r['loss_path'] or '-':<17} {_num(r['wall_seconds'], '.1f'):>8}"
         )
     return "\n".join(lines)
 
 
-def _num(value: float | None, digits: int = 5) -> str:
-    return "nan" if value is None else f"{value:.{digits}g}" if digits == 5 else f"{value:.{digits}f}"
+def _num(value: float | None, spec: str) -> str:
+    """``value`` in format ``spec``; ``nan`` for a missing (non-finite) figure."""
+    return "nan" if value is None else format(value, spec)

@@ -63,13 +63,14 @@ def rows(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[tupl
     return pairs + [("keras", e) for e in engines if ("keras", e) not in pairs]
 
 
-def child_command(args: argparse.Namespace, backend: str, engine: str | None, data: Path) -> list[str]:
+def child_command(args: argparse.Namespace, seeds: list[int], backend: str, engine: str | None,
+                  data: Path) -> list[str]:
     command = [sys.executable, "-m", "experiments.run", "--backend", backend, "--variants", args.variants,
                "--epochs", str(args.epochs), "--prob-loss", args.prob_loss, "--input-scale", args.input_scale,
                "--data-order", args.data_order, "--data", str(data), "--device", args.device, "--out", args.out]
     if engine:
         command += ["--engine", engine]
-    for seed in cli.seeds(build_parser(), args):
+    for seed in seeds:
         command += ["--seed", str(seed)]
     for flag in ("train_size", "test_size"):
         if getattr(args, flag) is not None:
@@ -79,8 +80,8 @@ def child_command(args: argparse.Namespace, backend: str, engine: str | None, da
 
 def main(argv: list[str] | None = None) -> None:
     parser, args = parse(argv)
-    plan = plan_runs(cli.base_spec(parser, args), cli.variants(parser, args), cli.seeds(parser, args),
-                     cli.prob_losses(args))
+    seeds = cli.seeds(parser, args)
+    plan = plan_runs(cli.base_spec(parser, args), cli.variants(parser, args), seeds, cli.prob_losses(args))
     pairs = rows(parser, args)
     with cli.friendly_errors(parser.prog):
         data = find_mnist(args.data).resolve()
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
             overall.refresh()
             if all(k in finished_keys(runs_file) for k in pair_keys):
                 continue
-            process = subprocess.Popen(child_command(args, backend, engine, data), env=env)
+            process = subprocess.Popen(child_command(args, seeds, backend, engine, data), env=env)
             while process.poll() is None:
                 time.sleep(0.5)
                 overall.n = _count_finished(runs_file, keys)
