@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 
 from backends.base import Backend, BackendError
+from backends.keras_backend.engine import ENGINES as KERAS_ENGINE_TABLE
 
 # name -> (module, class, pip extra, framework packages whose absence means "install the extra")
 BACKENDS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
@@ -17,7 +18,24 @@ BACKENDS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "jax": ("backends.jax_backend", "JaxBackend", "jax", ("jax", "jaxlib", "optax")),
 }
 BACKEND_NAMES = tuple(BACKENDS)
-KERAS_ENGINES = ("tensorflow", "jax", "torch", "tf_keras")
+KERAS_ENGINES = tuple(KERAS_ENGINE_TABLE)  # the default (tensorflow) first
+# How each row's hand-written loop runs, by default and at all: what its users write first (the post's eager
+# GradientTape loop; JAX's jitted step), and the other execution where the framework offers one.
+LOOP_EXECS: dict[tuple[str, str | None], tuple[str, ...]] = {
+    ("keras", "tensorflow"): ("eager", "compiled"),  # compiled: the same step under tf.function
+    ("keras", "tf_keras"): ("eager", "compiled"),
+    ("keras", "jax"): ("compiled", "eager"),  # eager: the same stateless step without jax.jit
+    ("keras", "torch"): ("eager",),  # Keras' torch engine has no compiled custom-loop recipe
+    ("torch", None): ("eager", "compiled"),  # compiled: the step's forward and backward under torch.compile
+    ("jax", None): ("compiled", "eager"),  # eager: the step under jax.disable_jit
+}
+
+
+def loop_execs(backend: str, engine: str | None) -> tuple[str, ...]:
+    """The loop executions the row supports, its default first."""
+    if backend == "keras" and engine is None:
+        engine = "tensorflow"
+    return LOOP_EXECS[(backend, engine)]
 
 
 def backend_class(name: str) -> type[Backend]:
@@ -44,4 +62,4 @@ def get_backend(name: str, device: str = "cpu", engine: str | None = None) -> Ba
     return cls(device=device, engine=engine)
 
 
-__all__ = ["BACKENDS", "BACKEND_NAMES", "KERAS_ENGINES", "Backend", "BackendError", "backend_class", "get_backend"]
+__all__ = ["BACKENDS", "BACKEND_NAMES", "KERAS_ENGINES", "LOOP_EXECS", "loop_execs", "Backend", "BackendError", "backend_class", "get_backend"]

@@ -49,10 +49,11 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def device_name(self) -> str:
-        """The hardware that runs the math, e.g. ``"cpu"`` or ``"NVIDIA H100 80GB HBM3"``."""
+        """The hardware that runs the math: ``"cpu"`` (its model is in every record's env) or the accelerator's
+        model, e.g. ``"NVIDIA H100 80GB HBM3"``."""
 
     def threads(self) -> dict[str, Any]:
-        """Thread settings that affect speed (intra/inter-op threads, OpenMP policy)."""
+        """Thread settings that affect speed, under ``common.results.THREAD_KEYS`` (None where not set)."""
         return {}
 
     # --- model --------------------------------------------------------------------------------------------
@@ -67,6 +68,14 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def forward(self, model: Any, x: np.ndarray) -> np.ndarray:
         """Eval-mode (no dropout) model output: probabilities for the probs head, logits for the logits head."""
+
+    @abc.abstractmethod
+    def hidden_outputs(self, model: Any, x: np.ndarray, training: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per hidden layer, (its ReLU output, what its dropout passes on) in one forward pass on ``x``.
+
+        ``training=True`` drops units as a training step does, with new masks at every call (successive calls
+        are successive steps); ``training=False`` is eval mode, where dropout passes its input through.
+        """
 
     # --- loss ---------------------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -85,7 +94,6 @@ class Backend(abc.ABC):
     # --- training -----------------------------------------------------------------------------------------
     @abc.abstractmethod
     def make_trainer(self, spec: Spec, variant: Variant, data: Dataset, weights: Weights) -> Trainer:
-        """A ``Trainer`` for ``variant`` (fit: the compiled path; loop: the hand-written loop).
-
-        A backend may add keyword-only options for its own ablations (JAX: ``eager=True``).
-        """
+        """A ``Trainer`` for ``variant`` (fit: the compiled path; loop: the hand-written loop, run as
+        ``spec.loop_exec`` says), with ``spec.softmax`` as the probs head's softmax form where the framework
+        tells the forms apart (Keras); PyTorch and JAX compute one softmax whatever the form."""

@@ -1,14 +1,14 @@
 """The JAX + optax backend: the seed post's MLP as a pure function of a parameter dict, trained with optax.
 
 Parameters are a plain dict in the canonical layout (``dense_{i}.kernel`` (in, out), ``dense_{i}.bias``), so
-no NN library and no layout conversion. The two training paths (DESIGN.md):
+no NN library and no layout conversion. The two training paths (docs/design.md, "The variants per framework"):
 
   loop: a Python loop over a ``jax.jit``-compiled train step, as JAX users write a custom loop;
   fit:  the whole epoch compiled: ``jax.jit`` over ``jax.lax.scan`` of the same train step.
 
 Both run the same step on the same batches with the same dropout keys (``fold_in(key(seed), global_step)``),
-so they differ only in what XLA compiles. ``eager=True`` runs the loop un-jitted (``jax.disable_jit``): the
-ablation "does compilation change the numbers?" (``experiments/jax_eager_ablation.py``).
+so they differ only in what XLA compiles. ``loop_exec="eager"`` runs the loop un-jitted (``jax.disable_jit``):
+the ablation "does compilation change the numbers?" (``experiments/jax_eager_ablation.py``).
 
 Losses (y one-hot, p = softmax(z), mean over the batch):
   logits:  optax.softmax_cross_entropy(z, y)                  (log-softmax of the logits, stable)
@@ -44,7 +44,7 @@ from common.reference import loss_kind
 from common.spec import Spec
 from common.training import Trainer
 from common.variants import Variant
-from common.weights import Weights
+from common.weights import Weights, param_name
 
 
 Params = dict[str, jax.Array]
@@ -54,8 +54,8 @@ Params = dict[str, jax.Array]
 def dense(params: Params, i: int, h: jax.Array) -> jax.Array:
     """h W_i + b_i."""
     # Full fp32 matmuls, scoped to this dot (no global config): on GPU, JAX's default precision uses
-    # TF32-class passes that move raw-pixel logits by ~0.12 (DESIGN.md "Tests"). No effect on CPU.
-    kernel, bias = params[f"dense_{i}.kernel"], params[f"dense_{i}.bias"]
+    # TF32-class passes that move raw-pixel logits by ~0.12 (docs/design.md, "Parity"). No effect on CPU.
+    kernel, bias = params[param_name(i, "kernel")], params[param_name(i, "bias")]
     return jnp.dot(h, kernel, precision=jax.lax.Precision.HIGHEST) + bias
 
 
@@ -65,15 +65,27 @@ def dropout(key: jax.Array, h: jax.Array, rate: float) -> jax.Array:
     return jnp.where(keep, h / (1.0 - rate), 0.0)
 
 
+def dropout_key(seed: int, step: jax.Array | int) -> jax.Array:
+    """The key of training step ``step``: ``fold_in(key(seed), step)``; layer i folds in i on top."""
+    return jax.random.fold_in(jax.random.key(seed), step)
+
+
+def hidden_outputs(params: Params, x: jax.Array, drop_rate: float = 0.0,
+                   key: jax.Array | None = None) -> list[tuple[jax.Array, jax.Array]]:
+    """Per hidden layer i, (a_i, h_{i+1}): a_i = relu(h_i W_i + b_i), h_0 = x, and h_{i+1} = its dropout with
+    key ``fold_in(key, i)``, or a_i itself when no ``key`` is given (eval mode)."""
+    pairs, h = [], x
+    for i in range(len(params) // 2 - 1):
+        activation = jax.nn.relu(dense(params, i, h))
+        h = activation if key is None else dropout(jax.random.fold_in(key, i), activation, drop_rate)
+        pairs.append((activation, h))
+    return pairs
+
+
 def logits(params: Params, x: jax.Array, drop_rate: float = 0.0, key: jax.Array | None = None) -> jax.Array:
-    """z = h_L W_L + b_L, h_0 = x, h_{i+1} = dropout(relu(h_i W_i + b_i)); dropout only when ``key`` is given."""
-    last = len(params) // 2 - 1
-    h = x
-    for i in range(last):
-        h = jax.nn.relu(dense(params, i, h))
-        if key is not None:
-            h = dropout(jax.random.fold_in(key, i), h, drop_rate)
-    return dense(params, last, h)
+    """z = h_L W_L + b_L, h_L the last hidden output (``hidden_outputs``); dropout only when ``key`` is given."""
+    pairs = hidden_outputs(params, x, drop_rate, key)
+    return dense(params, len(params) // 2 - 1, pairs[-1][1] if pairs else x)
 
 
 def head_output(head: str, z: jax.Array) -> jax.Array:
@@ -81,6 +93,7 @@ def head_output(head: str, z: jax.Array) -> jax.Array:
     return jax.nn.softmax(z) if head == "probs" else z
 
 
+# --- loss ---------------------------------------------------------------------------------------------------
 def cross_entropy(kind: str, output: jax.Array, y: jax.Array, clip_epsilon: float = 1e-7) -> jax.Array:
     """Mean cross-entropy of ``kind`` (module docstring); ``output`` is logits for ``logits``, else probabilities."""
     if kind == "logits":
@@ -93,7 +106,7 @@ def cross_entropy(kind: str, output: jax.Array, y: jax.Array, clip_epsilon: floa
 @functools.partial(jax.jit, static_argnames=("head", "kind", "clip_epsilon"))
 def eval_loss_and_grads(params: Params, x: jax.Array, y: jax.Array, head: str, kind: str,
                         clip_epsilon: float) -> tuple[jax.Array, Params, jax.Array]:
-    """Eval-mode (no dropout) training loss, its parameter gradients, and the logits."""
+    """Eval-mode (no dropout) (loss, parameter gradients, logits) of the head's training loss."""
     def loss_of(p):
         z = logits(p, x)
         return cross_entropy(kind, head_output(head, z), y, clip_epsilon), z
@@ -103,15 +116,14 @@ def eval_loss_and_grads(params: Params, x: jax.Array, y: jax.Array, head: str, k
 
 
 @functools.partial(jax.jit, static_argnames=("head", "kind", "clip_epsilon"))
-def eval_loss_and_accuracy(params: Params, x: jax.Array, y: jax.Array, head: str, kind: str,
-                           clip_epsilon: float) -> tuple[jax.Array, jax.Array]:
-    """Eval-mode mean loss and accuracy (argmax of the model's output against the one-hot label)."""
+def eval_loss_and_predictions(params: Params, x: jax.Array, y: jax.Array, head: str, kind: str,
+                              clip_epsilon: float) -> tuple[jax.Array, jax.Array]:
+    """Eval-mode mean loss and the predicted class of every row (argmax of the model's output)."""
     output = head_output(head, logits(params, x))
-    accuracy = jnp.mean(output.argmax(-1) == y.argmax(-1))
-    return cross_entropy(kind, output, y, clip_epsilon), accuracy
+    return cross_entropy(kind, output, y, clip_epsilon), output.argmax(-1)
 
 
-# --- optimiser and train step -------------------------------------------------------------------------------
+# --- optimiser ----------------------------------------------------------------------------------------------
 def make_optimizer(spec: Spec) -> optax.GradientTransformation:
     """optax Adam with the spec's betas and epsilon, or plain SGD."""
     if spec.optimizer == "sgd":
@@ -128,6 +140,7 @@ def optimizer_step(tx: optax.GradientTransformation, params: Params, opt_state: 
     return optax.apply_updates(params, updates), opt_state
 
 
+# --- training -----------------------------------------------------------------------------------------------
 class TrainState(NamedTuple):
     params: Params
     opt_state: Any
@@ -139,7 +152,7 @@ def make_train_step(spec: Spec, head: str, tx: optax.GradientTransformation):
     kind = loss_kind(head, spec.prob_loss)
 
     def train_step(state: TrainState, x_all: jax.Array, y_all: jax.Array, idx: jax.Array):
-        key = jax.random.fold_in(jax.random.key(spec.seed), state.step)
+        key = dropout_key(spec.seed, state.step)
 
         def loss_of(params):
             z = logits(params, x_all[idx], spec.drop_rate, key)
@@ -160,15 +173,12 @@ def scan_epoch(train_step):
     return epoch
 
 
-# --- trainer ------------------------------------------------------------------------------------------------
 class JaxTrainer(Trainer):
     """One variant's state on one device. A non-finite loss never raises: it shows in the per-step losses."""
 
-    def __init__(self, spec: Spec, variant: Variant, data: Dataset, weights: Weights, device: jax.Device,
-                 eager: bool = False):
-        if eager and variant.mode != "loop":
-            raise ValueError("eager=True is the un-jitted ablation of the loop; fit is compiled by definition")
-        self.spec, self.head, self.mode, self.eager = spec, variant.head, variant.mode, eager
+    def __init__(self, spec: Spec, variant: Variant, data: Dataset, weights: Weights, device: jax.Device):
+        self.spec, self.head, self.mode = spec, variant.head, variant.mode
+        self.eager = variant.mode == "loop" and spec.loop_exec == "eager"
         self.kind = loss_kind(variant.head, spec.prob_loss)
         self.loss_path = PLAIN_LOSS_PATH[self.kind]  # XLA rewrites none of them
         self.compile_seconds = 0.0
@@ -216,11 +226,11 @@ class JaxTrainer(Trainer):
         _, grads, z = eval_loss_and_grads(self._state.params, x, y, self.head, self.kind, self.spec.clip_epsilon)
         return np.asarray(z), float(optax.tree.norm(grads))
 
-    def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         x, y = jax.device_put((x, y), self._device)
-        loss, accuracy = eval_loss_and_accuracy(self._state.params, x, y, self.head, self.kind,
-                                                self.spec.clip_epsilon)
-        return float(loss), float(accuracy)
+        loss, predicted = eval_loss_and_predictions(self._state.params, x, y, self.head, self.kind,
+                                                    self.spec.clip_epsilon)
+        return float(loss), np.asarray(predicted)
 
     def weights(self) -> Weights:
         return to_weights(self._state.params)
@@ -229,10 +239,15 @@ class JaxTrainer(Trainer):
 # --- backend ------------------------------------------------------------------------------------------------
 @dataclasses.dataclass
 class Model:
-    """A built model: canonical-layout parameters on the device and the output head."""
+    """A built model: canonical-layout parameters on the device, the output head, and its dropout: the rate,
+    the seed, and how many training-mode passes have drawn masks (each pass keys dropout as a training step
+    of that number does)."""
 
     params: Params
     head: str
+    drop_rate: float
+    seed: int
+    steps: int = 0
 
 
 def to_params(weights: Weights) -> Params:
@@ -264,7 +279,7 @@ class JaxBackend(Backend):
         return self._device.device_kind
 
     def build_model(self, spec: Spec, head: str, weights: Weights) -> Model:
-        return Model(jax.device_put(to_params(weights), self._device), head)
+        return Model(jax.device_put(to_params(weights), self._device), head, spec.drop_rate, spec.seed)
 
     def get_weights(self, model: Model) -> Weights:
         return to_weights(model.params)
@@ -272,6 +287,13 @@ class JaxBackend(Backend):
     def forward(self, model: Model, x: np.ndarray) -> np.ndarray:
         x = jax.device_put(x, self._device)
         return np.asarray(head_output(model.head, logits(model.params, x)))
+
+    def hidden_outputs(self, model: Model, x: np.ndarray, training: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+        key = None
+        if training:
+            key, model.steps = dropout_key(model.seed, model.steps), model.steps + 1
+        pairs = hidden_outputs(model.params, jax.device_put(x, self._device), model.drop_rate, key)
+        return [(np.asarray(a), np.asarray(h)) for a, h in pairs]
 
     def loss_and_grad_logits(self, head: str, prob_loss: str, logits: np.ndarray, y: np.ndarray,
                              clip_epsilon: float = 1e-7) -> tuple[float, np.ndarray]:
@@ -286,7 +308,5 @@ class JaxBackend(Backend):
                                              spec.clip_epsilon)
         return float(loss), to_weights(grads)
 
-    def make_trainer(self, spec: Spec, variant: Variant, data: Dataset, weights: Weights, *,
-                     eager: bool = False) -> JaxTrainer:
-        """``eager=True`` (loop only): the un-jitted ablation of the loop."""
-        return JaxTrainer(spec, variant, data, weights, self._device, eager=eager)
+    def make_trainer(self, spec: Spec, variant: Variant, data: Dataset, weights: Weights) -> JaxTrainer:
+        return JaxTrainer(spec, variant, data, weights, self._device)

@@ -6,8 +6,9 @@ Losses, mean over the batch (``p = softmax(z)``, ``y`` one-hot, ``c`` the intege
   native probs:   ``F.nll_loss(torch.log(p), c)``                  = -mean_b log(p_b[c_b])   (inf once p underflows)
   clipped probs:  ``-(y * log(clamp(p, eps, 1 - eps))).sum(-1).mean()``  (zero gradient where clamped)
 
-``loop_*`` is the plain eager loop a PyTorch user writes; ``fit_*`` runs the same train step through
-``torch.compile``: the graph-compiled path that plays the part of Keras' ``fit``.
+``loop_*`` is the plain eager loop a PyTorch user writes (``loop_exec="compiled"``: its step under
+``torch.compile``); ``fit_*`` runs the same train step through ``torch.compile``: the graph-compiled path that
+plays the part of Keras' ``fit``. A compiled loop and fit are therefore one computation here.
 
     >>> from common.spec import Spec
     >>> from common.weights import initial_weights
@@ -49,13 +50,13 @@ from backends.base import Backend, BackendError  # noqa: E402
 from common.data import Dataset  # noqa: E402
 from common.diagnostics import PLAIN_LOSS_PATH  # noqa: E402
 from common.reference import loss_kind  # noqa: E402
-from common.results import cpu_model  # noqa: E402
 from common.spec import Spec  # noqa: E402
 from common.training import Trainer  # noqa: E402
 from common.variants import Variant  # noqa: E402
-from common.weights import Weights  # noqa: E402
+from common.weights import Weights, layer_name  # noqa: E402
 
-torch.set_num_threads(os.cpu_count() or 1)
+# All cores, or OMP_NUM_THREADS when set (experiments.sweep sets it to the CPUs a backend process was given).
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "").split(",")[0] or os.cpu_count() or 1))
 with contextlib.suppress(RuntimeError):  # settable once per process, before any inter-op work: keep the first
     torch.set_num_interop_threads(1)  # nothing here runs ops concurrently; extra pools only compete for cores
 
@@ -77,6 +78,16 @@ def build_mlp(spec: Spec, head: str, device: torch.device) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def hidden_outputs(model: nn.Sequential, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(ReLU output, Dropout output) of every hidden layer, in the model's current mode (train or eval)."""
+    pairs, h = [], x
+    for layer in model:
+        activation, h = h, layer(h)
+        if isinstance(layer, nn.Dropout):
+            pairs.append((activation, h))
+    return pairs
+
+
 def split_head(model: nn.Sequential) -> tuple[nn.Module, nn.Module]:
     """(body giving the logits, output activation): the probe and the loss tests need the logits."""
     if isinstance(model[-1], nn.Softmax):
@@ -86,7 +97,7 @@ def split_head(model: nn.Sequential) -> tuple[nn.Module, nn.Module]:
 
 def linears(model: nn.Sequential) -> list[tuple[str, nn.Linear]]:
     """The canonical name ``dense_i`` of every Linear, in order."""
-    return [(f"dense_{i}", m) for i, m in enumerate(m for m in model if isinstance(m, nn.Linear))]
+    return [(layer_name(i), m) for i, m in enumerate(m for m in model if isinstance(m, nn.Linear))]
 
 
 def set_weights(model: nn.Sequential, weights: Weights) -> None:
@@ -97,7 +108,7 @@ def set_weights(model: nn.Sequential, weights: Weights) -> None:
             linear.bias.copy_(torch.from_numpy(weights[f"{name}.bias"]))
 
 
-def canonical(model: nn.Sequential, tensors: list[torch.Tensor] | None = None) -> Weights:
+def get_weights(model: nn.Sequential, tensors: list[torch.Tensor] | None = None) -> Weights:
     """Parameters (or ``tensors`` in parameter order, e.g. their gradients) in the canonical layout."""
     tensors = list(model.parameters()) if tensors is None else tensors
     names = [f"{name}.{kind}" for name, _ in linears(model) for kind in ("weight", "bias")]
@@ -122,14 +133,14 @@ def make_loss(head: str, prob_loss: str, clip_epsilon: float) -> LossFn:
 
 
 def eval_loss_and_grads(model: nn.Sequential, loss_fn: LossFn, x: torch.Tensor, labels: torch.Tensor,
-                        y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
-    """Eval-mode (loss, logits, parameter gradients); ``autograd.grad`` leaves every ``.grad`` untouched."""
+                        y: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], torch.Tensor]:
+    """Eval-mode (loss, parameter gradients, logits); ``autograd.grad`` leaves every ``.grad`` untouched."""
     model.eval()
     body, activation = split_head(model)
     logits = body(x)
     loss = loss_fn(activation(logits), labels, y)
     grads = torch.autograd.grad(loss, list(model.parameters()))
-    return loss.detach(), logits.detach(), grads
+    return loss.detach(), grads, logits.detach()
 
 
 # --- optimiser --------------------------------------------------------------------------------------------
@@ -188,7 +199,7 @@ class TorchTrainer(Trainer):
         self.x, self.labels, self.y = self._tensors(data.x_train, data.y_train)
         self.seed = spec.seed
         self.rng_state: tuple[torch.Tensor, ...] | None = None
-        self.compiled = variant.mode == "fit"
+        self.compiled = variant.mode == "fit" or spec.loop_exec == "compiled"  # a compiled loop is fit's step
         # fullgraph: one graph or an error, never a silent eager fallback (graph break, recompile limit).
         # Parameters are graph inputs, so later trainers of the same head and loss reuse the compiled code.
         self.batch_loss = torch.compile(self.loss, fullgraph=True) if self.compiled else self.loss
@@ -253,22 +264,21 @@ class TorchTrainer(Trainer):
         return time.perf_counter() - start
 
     def probe(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
-        _, logits, grads = eval_loss_and_grads(self.model, self.loss_fn, *self._tensors(x, y))
+        _, grads, logits = eval_loss_and_grads(self.model, self.loss_fn, *self._tensors(x, y))
         norm = torch.sqrt(sum(g.double().pow(2).sum() for g in grads))
         return logits.cpu().numpy(), float(norm)
 
     @torch.no_grad()
-    def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         x, labels, y = self._tensors(x, y)
         self.model.eval()
         body, activation = split_head(self.model)
         logits = body(x)
         loss = self.loss_fn(activation(logits), labels, y)
-        accuracy = (logits.argmax(-1) == labels).float().mean()
-        return float(loss), float(accuracy)
+        return float(loss), logits.argmax(-1).cpu().numpy()
 
     def weights(self) -> Weights:
-        return canonical(self.model)
+        return get_weights(self.model)
 
 
 # --- backend ----------------------------------------------------------------------------------------------
@@ -284,7 +294,7 @@ class TorchBackend(Backend):
                 build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU only"
                 raise BackendError(f"--device gpu needs CUDA, but torch {torch.__version__} ({build}) sees no "
                                    "CUDA GPU; use --device cpu, or install a CUDA build of torch on a GPU machine")
-            # TF32 matmuls move raw-pixel logits by ~0.12 (DESIGN.md, Tests): keep full fp32 for parity,
+            # TF32 matmuls move raw-pixel logits by ~0.12 (docs/design.md, "Parity"): keep full fp32 for parity,
             # and silence inductor's hint to turn TF32 on, which would undo that.
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
@@ -298,7 +308,7 @@ class TorchBackend(Backend):
     def device_name(self) -> str:
         if self.torch_device.type == "cuda":
             return torch.cuda.get_device_name(self.torch_device)
-        return cpu_model()
+        return "cpu"
 
     def threads(self) -> dict[str, int | str | None]:
         return {"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads(),
@@ -310,12 +320,19 @@ class TorchBackend(Backend):
         return model
 
     def get_weights(self, model: nn.Sequential) -> Weights:
-        return canonical(model)
+        return get_weights(model)
 
     @torch.no_grad()
     def forward(self, model: nn.Sequential, x: np.ndarray) -> np.ndarray:
         model.eval()
         return model(torch.as_tensor(x, device=self.torch_device)).cpu().numpy()
+
+    @torch.no_grad()
+    def hidden_outputs(self, model: nn.Sequential, x: np.ndarray,
+                       training: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+        model.train(training)
+        pairs = hidden_outputs(model, torch.as_tensor(x, device=self.torch_device))
+        return [(a.cpu().numpy(), h.cpu().numpy()) for a, h in pairs]
 
     def loss_and_grad_logits(self, head: str, prob_loss: str, logits: np.ndarray, y: np.ndarray,
                              clip_epsilon: float = 1e-7) -> tuple[float, np.ndarray]:
@@ -330,8 +347,8 @@ class TorchBackend(Backend):
                        y: np.ndarray) -> tuple[float, Weights]:
         x, y = torch.as_tensor(x, device=self.torch_device), torch.as_tensor(y, device=self.torch_device)
         loss_fn = make_loss(head, spec.prob_loss, spec.clip_epsilon)
-        loss, _, grads = eval_loss_and_grads(model, loss_fn, x, y.argmax(-1), y)
-        return float(loss), canonical(model, list(grads))
+        loss, grads, _ = eval_loss_and_grads(model, loss_fn, x, y.argmax(-1), y)
+        return float(loss), get_weights(model, list(grads))
 
     def make_trainer(self, spec: Spec, variant: Variant, data: Dataset, weights: Weights) -> TorchTrainer:
         return TorchTrainer(spec, variant, data, weights, self.torch_device)

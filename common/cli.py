@@ -7,12 +7,20 @@ with one line ``<prog>: error: <what> ...`` naming what is accepted, and exit st
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
+from pathlib import Path
 from typing import NoReturn
 
+from backends import loop_execs as supported_loop_execs
+from backends.base import DEVICES
+from backends.keras_backend.engine import STARTUP_LOGS_ENV
 from common.data import DataError
-from common.spec import DATA_ORDERS, INPUT_SCALES, Spec, SpecError
+from common.dirlock import DirectoryInUse
+from common.results import backend_label
+from common.runner import PlannedRun, plan_runs
+from common.spec import DATA_ORDERS, INPUT_SCALES, LOOP_EXECS, SOFTMAXES, Spec, SpecError
 from common.variants import VARIANT_NAMES, VariantError, parse_variants
 
 DEFAULT_OUT = "results"
@@ -26,25 +34,62 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def add_run_flags(parser: argparse.ArgumentParser) -> None:
-    """The flags of DESIGN.md "Results and reports", common to every experiment module."""
+def add_run_flags(parser: argparse.ArgumentParser, fixed: tuple[str, ...] = ()) -> None:
+    """The flags common to every experiment module (README, "Running experiments"), less the ``fixed`` ones
+    (destinations a study sets itself, e.g. experiments.mechanism's variants)."""
     defaults = Spec()
-    parser.add_argument("--variants", default="all", help=f"all, or names from: {', '.join(VARIANT_NAMES)}")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="epochs per run (default %(default)s)")
-    parser.add_argument("--seed", type=int, action="append", help="a seed; repeat for several")
-    parser.add_argument("--seeds", type=int, help=f"N seeds: {defaults.seed}, {defaults.seed + 1}, ...")
-    parser.add_argument("--prob-loss", choices=("native", "clipped", "both"), default="native",
-                        help="probability cross-entropy of the probs head (default %(default)s)")
-    parser.add_argument("--input-scale", choices=INPUT_SCALES, default=defaults.input_scale)
-    parser.add_argument("--data-order", choices=DATA_ORDERS, default=defaults.data_order)
-    parser.add_argument("--train-size", type=int, help="first N training images (default: all 60000)")
-    parser.add_argument("--test-size", type=int, help="first N test images (default: all 10000)")
-    parser.add_argument("--data", metavar="PATH", help="MNIST .npz (default: $MNIST_PATH, caches, download)")
-    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
-    parser.add_argument("--out", metavar="DIR", default=DEFAULT_OUT, help="results go to DIR/runs.jsonl")
-    parser.add_argument("--keep-going", action="store_true",
-                        help="keep training after the loss turns NaN/inf (default: stop at that epoch)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="print the post's per-epoch cost lines")
+
+    def add(flag: str, *more, **options) -> None:
+        if flag.lstrip("-").replace("-", "_") not in fixed:
+            parser.add_argument(flag, *more, **options)
+
+    add("--variants", default="all", help=f"all, or names from: {', '.join(VARIANT_NAMES)}")
+    add("--epochs", type=int, default=defaults.epochs, help="epochs per run (default %(default)s)")
+    add("--seed", type=int, action="append", help="a seed; repeat for several")
+    add("--seeds", type=int, help=f"N seeds: {defaults.seed}, {defaults.seed + 1}, ...")
+    add("--prob-loss", choices=("native", "clipped", "both"), default="native",
+        help="probability cross-entropy of the probs head (default %(default)s)")
+    add("--softmax", choices=(*SOFTMAXES, "all"), default=defaults.softmax,
+        help="how the probs head's softmax is written: Dense(activation='softmax'), "
+             "a Softmax() layer, or the bare op (default %(default)s)")
+    add("--loop-exec", choices=(*LOOP_EXECS, "both"),
+        help="loop variants: eager or compiled step (default: what the backend's users write)")
+    add("--controls", action="store_true",
+        help="add the controls of the probs variants: unit-scaled inputs and the clipped loss")
+    add("--input-scale", choices=INPUT_SCALES, default=defaults.input_scale)
+    add("--data-order", choices=DATA_ORDERS, default=defaults.data_order)
+    add("--train-size", type=int, help="first N training images (default: all 60000)")
+    add("--test-size", type=int, help="first N test images (default: all 10000)")
+    add("--data", metavar="PATH", help="MNIST .npz (default: $MNIST_PATH, caches, download)")
+    add("--device", choices=DEVICES, default="cpu")
+    add("--out", metavar="DIR", type=output_dir, default=DEFAULT_OUT,
+        help="results go to DIR/runs.jsonl")
+    add("--keep-going", action="store_true",
+        help="keep training after the loss turns NaN/inf (default: stop at that epoch)")
+    add("-v", "--verbose", action="store_true", help="print the post's per-epoch cost lines")
+    add("--startup-logs", action=KeepStartupLogs,
+        help="keep TensorFlow's C++ start-up messages (oneDNN, CUDA probing), hidden by default")
+
+
+class KeepStartupLogs(argparse.Action):
+    """``--startup-logs``: sets ``STARTUP_LOGS_ENV`` as it is parsed, so that the framework loaded later in this
+    process, and every process this one starts (``experiments.compare``'s children), keeps its messages."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        os.environ[STARTUP_LOGS_ENV] = "1"
+        setattr(namespace, self.dest, True)
+
+
+def output_dir(value: str) -> str:
+    """``--out DIR``: a directory, or a path one can become; an existing file there is refused up front."""
+    path = Path(value)
+    blocker = next((p for p in (path, *path.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise argparse.ArgumentTypeError(f"{blocker} is a file, not a directory; give a directory")
+    return value
 
 
 def base_spec(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Spec:
@@ -62,11 +107,49 @@ def seeds(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[int
         if args.seeds < 1:
             parser.error(f"--seeds {args.seeds}: give a positive number of seeds")
         return [Spec().seed + i for i in range(args.seeds)]
+    negative = [s for s in args.seed or () if s < 0]
+    if negative:  # numpy's generators, which draw the weights and the batch order, take no negative seed
+        parser.error(f"--seed {negative[0]}: give a seed of 0 or more")
     return args.seed or [Spec().seed]
 
 
 def prob_losses(args: argparse.Namespace) -> tuple[str, ...]:
     return ("native", "clipped") if args.prob_loss == "both" else (args.prob_loss,)
+
+
+def softmaxes(args: argparse.Namespace) -> tuple[str, ...]:
+    return SOFTMAXES if args.softmax == "all" else (args.softmax,)
+
+
+def loop_execs(parser: argparse.ArgumentParser, args: argparse.Namespace, backend: str,
+               engine: str | None) -> tuple[str, ...]:
+    """``--loop-exec`` for one row: its default when not given; a value the row cannot run is an error."""
+    supported = supported_loop_execs(backend, engine)
+    if args.loop_exec is None:
+        return supported[:1]
+    wanted = LOOP_EXECS if args.loop_exec == "both" else (args.loop_exec,)
+    missing = [e for e in wanted if e not in supported]
+    if missing:
+        row = backend_label(backend, engine)
+        parser.error(f"--loop-exec {args.loop_exec}: {row} has no {' or '.join(missing)} loop; it runs: "
+                     f"{', '.join(supported)}")
+    if not any(v.mode == "loop" for v in variants(parser, args)):
+        parser.error(f"--loop-exec applies to loop variants; --variants {args.variants} names none")
+    return wanted
+
+
+def plan(parser: argparse.ArgumentParser, args: argparse.Namespace, backend: str,
+         engine: str | None) -> list[PlannedRun]:
+    """Every run the flags ask of one row (backend, engine), controls included, each once."""
+    base, chosen, seed_list = base_spec(parser, args), variants(parser, args), seeds(parser, args)
+    axes = dict(softmaxes=softmaxes(args), loop_execs=loop_execs(parser, args, backend, engine))
+    runs = plan_runs(base, chosen, seed_list, prob_losses(args), **axes)
+    if args.controls:  # what the post's failure needs: saturated (raw) inputs, and the clip
+        probs = [v for v in chosen if v.uses_prob_loss]
+        runs += plan_runs(base.replace(input_scale="unit"), probs, seed_list, ("native",), **axes)
+        runs += plan_runs(base, probs, seed_list, ("clipped",), **axes)
+    unique = {(p.spec.hash(), p.variant.name): p for p in runs}
+    return list(unique.values())
 
 
 def variants(parser: argparse.ArgumentParser, args: argparse.Namespace):
@@ -83,7 +166,7 @@ def fail(prog: str, message: str) -> NoReturn:
 
 
 def friendly_errors(prog: str):
-    """Context manager turning DataError/SpecError into one line, and showing warnings as one line too."""
+    """Context manager turning DataError/SpecError/DirectoryInUse into one line, and warnings into one line too."""
     return _FriendlyErrors(prog)
 
 
@@ -96,6 +179,6 @@ class _FriendlyErrors:
         return self
 
     def __exit__(self, kind, exc, tb):
-        if kind is not None and issubclass(kind, (DataError, SpecError, VariantError)):
+        if kind is not None and issubclass(kind, (DataError, DirectoryInUse, SpecError, VariantError)):
             fail(self.prog, str(exc))
         return False

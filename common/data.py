@@ -46,7 +46,7 @@ LAYOUT = {
     "x_test": (np.uint8, (28, 28)),
     "y_test": (np.uint8, ()),
 }
-FIX = "point --data or MNIST_PATH at a good copy (offline: ../shared/data/mnist.npz), or delete it to re-download"
+FIX = "point --data or MNIST_PATH at a good copy of Keras' mnist.npz, or delete it to re-download"
 
 
 class DataError(RuntimeError):
@@ -88,6 +88,18 @@ class Dataset:
     def labels_test(self) -> np.ndarray:
         return self.y_test.argmax(axis=1)
 
+    def label_shares(self) -> dict[str, list[float]]:
+        """Share of each class among the training and the test rows (what a stuck model's numbers follow)."""
+        classes = self.y_train.shape[1]
+        return {split: [round(float(s), 6) for s in class_shares(labels, classes)]
+                for split, labels in (("train", self.labels_train), ("test", self.labels_test))}
+
+
+def class_shares(labels: np.ndarray, classes: int) -> np.ndarray:
+    """Share of rows of each class: ``bincount(labels) / len(labels)`` (labels: true or predicted classes)."""
+    labels = np.asarray(labels).ravel()
+    return np.bincount(labels, minlength=classes)[:classes] / max(len(labels), 1)
+
 
 def find_mnist(explicit: str | os.PathLike | None = None, download: bool = True) -> Path:
     """The first existing source in the documented order; an explicit or ``$MNIST_PATH`` path must exist."""
@@ -115,7 +127,7 @@ def _download(target: Path) -> Path:
     except OSError as exc:
         raise DataError(
             f"no MNIST file found locally and the download from {KERAS_URL} failed ({exc}); "
-            "offline, set MNIST_PATH=../shared/data/mnist.npz or pass --data PATH"
+            "offline, set MNIST_PATH to a copy of Keras' mnist.npz or pass --data PATH"
         ) from None
     if file_sha256(tmp.name) != KERAS_FILE_SHA256:
         os.unlink(tmp.name)

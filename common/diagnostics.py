@@ -6,6 +6,7 @@ those this module derives, identically for every backend:
 
   saturated_share = share of probe rows with softmax(z)[true class] <= 1e-7   (log p <= ln 1e-7)
   max_abs_logit   = max |z|
+  predicted_shares[k] = share of probe rows whose argmax is class k (a stuck model puts them on few classes)
 
 A clipped loss is stuck when most rows are saturated (each contributes -ln(1e-7) = 16.12 with zero
 gradient): ~89% saturated gives the post's stuck cost of ~14.3.
@@ -18,6 +19,7 @@ import math
 
 import numpy as np
 
+from common.data import class_shares
 from common.reference import log_softmax
 
 PROBE_SIZE = 1000
@@ -42,10 +44,12 @@ class EpochDiagnostics:
     grad_norm: float
     max_abs_logit: float
     loss_path: str
+    predicted_shares: tuple[float, ...] | None = None  # None: the logits were not finite
 
     def to_dict(self) -> dict:
-        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                for k, v in dataclasses.asdict(self).items()}
+        values = dataclasses.asdict(self)
+        values["predicted_shares"] = None if self.predicted_shares is None else list(self.predicted_shares)
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in values.items()}
 
 
 def probe_rows(n_train: int) -> slice:
@@ -61,4 +65,6 @@ def diagnose(epoch: int, logits: np.ndarray, y: np.ndarray, grad_norm: float, lo
     true_log_prob = (log_softmax(logits) * y).sum(-1)
     saturated = float(np.mean(true_log_prob <= math.log(SATURATION_PROBABILITY)))
     max_abs = float(np.abs(logits).max())
-    return EpochDiagnostics(epoch, saturated, float(grad_norm), max_abs, loss_path)
+    shares = tuple(round(float(s), 6) for s in class_shares(logits.argmax(-1), logits.shape[-1]))
+    return EpochDiagnostics(epoch, saturated, float(grad_norm), max_abs, loss_path, shares)
+

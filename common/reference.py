@@ -23,7 +23,7 @@ import dataclasses
 
 import numpy as np
 
-from common.weights import Weights
+from common.weights import Weights, param_name
 
 LOSS_KINDS = ("logits", "native", "clipped")
 
@@ -35,7 +35,7 @@ def loss_kind(head: str, prob_loss: str) -> str:
 
 def _layers(weights: Weights) -> list[tuple[np.ndarray, np.ndarray]]:
     count = len(weights) // 2
-    return [(weights[f"dense_{i}.kernel"].astype(np.float64), weights[f"dense_{i}.bias"].astype(np.float64))
+    return [(weights[param_name(i, "kernel")].astype(np.float64), weights[param_name(i, "bias")].astype(np.float64))
             for i in range(count)]
 
 
@@ -99,8 +99,8 @@ def loss_and_grads(weights: Weights, x: np.ndarray, y: np.ndarray, kind: str, cl
     layers = _layers(weights)
     grads: Weights = {}
     for i in reversed(range(len(layers))):
-        grads[f"dense_{i}.kernel"] = activations[i].T @ delta
-        grads[f"dense_{i}.bias"] = delta.sum(0)
+        grads[param_name(i, "kernel")] = activations[i].T @ delta
+        grads[param_name(i, "bias")] = delta.sum(0)
         if i:
             delta = delta @ layers[i][0].T
             if masks is not None:

@@ -1,7 +1,8 @@
 """The cross-framework report, built from ``runs.jsonl`` alone: table (Markdown, CSV), plots, findings.
 
 Rows are backend[/engine][/probability-loss flavour]; columns are the four variants; a cell is the test
-accuracy over seeds (mean ± std, n) with the run outcome. Outcomes (``classify``):
+accuracy over seeds (mean, and from n = 2 its 95% CI; common/stats.py) with the run outcome, and from n = 2
+how many seeds had which outcome. Outcomes (``classify``):
   trains   — finished with test accuracy >= 0.3
   stuck    — finished, but test accuracy < 0.3 (chance is 0.1; the post's stuck loop had 0.2092)
   diverged — the loss became NaN/inf (status ``diverged``)
@@ -15,20 +16,33 @@ import csv
 import dataclasses
 import io
 import math
-import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from common.diagnostics import LOSS_PATHS
-from common.results import read_records
+from backends import loop_execs
+from common.results import RUNS_FILE, backend_label, read_records, record_key
+from common import stuck
+from common.stats import CI_NAME, WELCH_NAME, Summary, summarize, welch_difference
 from common.spec import Spec
 from common.variants import VARIANT_NAMES, VARIANTS
 
 STUCK_ACCURACY = 0.3
+OUTCOMES = ("failed", "diverged", "stuck", "trains")  # worst first
 MARKS = {"trains": "", "stuck": " ⚠ stuck", "diverged": " ✗ diverged", "failed": " ✗ failed"}
 POST_OUTCOME = {"fit_probs": "trains", "loop_probs": "stuck", "loop_logits": "trains", "fit_logits": "trains"}
 POST_ROW = "post (TF 2.x / Keras 2, 2020)"
+#: Each variant's colour in every plot.
+VARIANT_COLOURS = dict(zip(VARIANT_NAMES, ("tab:red", "tab:orange", "tab:blue", "tab:green")))
+# The controls (experiments.compare --controls): what the post's failure needs, by row qualifier.
+CONTROLS = {
+    "unit inputs": "Control: pixels divided by 255, so the logits stay small and no softmax probability "
+                   "underflows; if the probability loss trains here, the failure needs the saturated logits of raw "
+                   "pixels.",
+    "clipped loss": "Control: the Keras-2 eager formula spelled out, -sum(y log(clip(p, 1e-7, 1 - 1e-7))), in "
+                    "every framework; clipped rows cost -ln(1e-7) = 16.118 with zero gradient.",
+}
 
 
 def classify(record: dict[str, Any]) -> str:
@@ -38,9 +52,20 @@ def classify(record: dict[str, Any]) -> str:
     return "stuck" if (record["test_accuracy"] or 0.0) < STUCK_ACCURACY else "trains"
 
 
-def row_label(record: dict[str, Any], flavours: set[str]) -> str:
-    label = record["backend"] + (f"/{record['engine']}" if record["engine"] else "")
-    return label + (f"/{record['prob_loss']}" if len(flavours) > 1 and record["prob_loss"] else "")
+def row_label(record: dict[str, Any]) -> str:
+    """backend[/engine], then what sets the run apart from the post's cell: a control (unit inputs, the
+    clipped loss), a softmax form other than the activation, a loop execution other than the row's default."""
+    label = backend_label(record["backend"], record["engine"])
+    qualifiers = []
+    if record["input_scale"] != "raw":
+        qualifiers.append(f"{record['input_scale']} inputs")
+    if record["prob_loss"] == "clipped":
+        qualifiers.append("clipped loss")
+    if record["softmax"] not in (None, "activation"):
+        qualifiers.append(f"softmax {record['softmax']}")
+    if record["loop_exec"] not in (None, loop_execs(record["backend"], record["engine"])[0]):
+        qualifiers.append(f"{record['loop_exec']} loop")
+    return " · ".join([label, *qualifiers])
 
 
 @dataclasses.dataclass
@@ -54,62 +79,91 @@ class Cell:
     @property
     def outcome(self) -> str:
         """The worst outcome among the seeds (failed > diverged > stuck > trains)."""
-        order = ["failed", "diverged", "stuck", "trains"]
-        return min((classify(r) for r in self.records), key=order.index)
+        return min((classify(r) for r in self.records), key=OUTCOMES.index)
+
+    @property
+    def stats(self) -> Summary | None:
+        """Test accuracy over the seeds that have one: n, mean, std, 95% CI, min, max (None: no accuracy)."""
+        return summarize(self.accuracies)
+
+    @property
+    def outcome_counts(self) -> dict[str, int]:
+        """Seeds per outcome, worst outcome first, outcomes no seed had left out."""
+        outcomes = [classify(r) for r in self.records]
+        return {o: outcomes.count(o) for o in OUTCOMES if o in outcomes}
+
+    def counts_text(self) -> str:
+        """How many seeds did what, the cell's outcome first: ``3 of 5 seeds stuck, 2 diverged``."""
+        counts = self.outcome_counts
+        first, *others = sorted(counts, key=lambda o: (o != self.outcome, OUTCOMES.index(o)))
+        verb = {"trains": "trained"}.get
+        parts = [f"{counts[first]} of {len(self.records)} seeds {verb(first, first)}"]
+        return ", ".join(parts + [f"{counts[o]} {verb(o, o)}" for o in others])
 
     def text(self) -> str:
-        accs = self.accuracies
-        if not accs:
-            return f"—{MARKS[self.outcome]}"
-        spread = f" ± {statistics.stdev(accs):.4f}" if len(accs) > 1 else ""
-        return f"{statistics.mean(accs):.4f}{spread} (n={len(self.records)}){MARKS[self.outcome]}"
+        """``mean [95% CI] (n=N)`` and the outcome mark, with the seeds' outcomes when they are not all trains."""
+        stats, n = self.stats, len(self.records)
+        mark = MARKS[self.outcome] + (f" ({self.counts_text()})" if n > 1 and self.outcome != "trains" else "")
+        if stats is None:
+            return f"— (n={n}){mark}" if n > 1 else f"—{mark}"
+        interval = f" [{stats.ci95[0]:.4f}, {stats.ci95[1]:.4f}]" if stats.ci95 else ""
+        return f"{stats.mean:.4f}{interval} (n={n}){mark}"
 
 
 @dataclasses.dataclass
 class Table:
-    """Cells by row label and variant, for one spec family."""
+    """Cells by row label and column (a variant, or a mechanism cell), for one spec family."""
 
     spec: Spec
     rows: dict[str, dict[str, Cell]]
     records: list[dict[str, Any]]
+    columns: tuple[str, ...] = VARIANT_NAMES
+
+
+# What a table's rows may differ in; everything else of the spec is shared by its records.
+TABLE_AXES = {"seed": 0, "prob_loss": "native", "input_scale": "raw", "softmax": "activation", "loop_exec": None}
 
 
 def spec_family(spec: Spec) -> str:
-    return spec.replace(seed=0, prob_loss="native").hash()
+    return spec.replace(**TABLE_AXES).hash()
 
 
 def family(record: dict[str, Any]) -> str:
-    """Records comparable in one table share a spec up to seed and probability-loss flavour."""
+    """Records comparable in one table share a spec up to seed, controls, softmax form and loop execution."""
     return spec_family(Spec.from_dict(record["spec"]))
 
 
-def build_table(records: list[dict[str, Any]], spec: Spec | None = None) -> Table:
-    """The table of ``spec``'s family, by default the newest family in ``records`` (others are left out)."""
+def build_table(records: list[dict[str, Any]], spec: Spec | None = None, row_of=row_label,
+                column_of=lambda record: record["variant"], columns: tuple[str, ...] = VARIANT_NAMES,
+                row_order=None) -> Table:
+    """The table of ``spec``'s family, by default the newest family in ``records`` (others are left out):
+    rows by ``row_of(record)`` sorted by ``row_order(label)``, columns by ``column_of(record)`` in the order
+    of ``columns``."""
     if not records:
         raise ValueError("no runs to report: the results file has no complete record")
     wanted = spec_family(spec) if spec is not None else family(records[-1])
     chosen = [r for r in records if family(r) == wanted]
     if not chosen:
         raise ValueError(f"no runs of spec family {wanted[:8]} in the results file")
-    latest = {}
-    for r in chosen:  # a re-run of the same run (e.g. after a failure) replaces the earlier record
-        latest[(r["backend"], r["engine"], r["variant"], r["prob_loss"], r["seed"])] = r
-    chosen = list(latest.values())
-    flavours = {r["prob_loss"] for r in chosen if r["prob_loss"]}
+    # A re-run of the same run (e.g. after a failure) replaces the earlier record.
+    chosen = list({record_key(r): r for r in chosen}.values())
     rows: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for r in chosen:
-        if r["prob_loss"] is None:  # a logits run belongs to every flavour row of its backend
-            for flavour in sorted(flavours) or [None]:
-                rows[row_label({**r, "prob_loss": flavour}, flavours)][r["variant"]].append(r)
-        else:
-            rows[row_label(r, flavours)][r["variant"]].append(r)
-    cells = {label: {v: Cell(rs) for v, rs in by_variant.items()} for label, by_variant in rows.items()}
-    spec = Spec.from_dict(chosen[-1]["spec"]).replace(seed=Spec().seed)
-    return Table(spec, dict(sorted(cells.items())), chosen)
+        rows[row_of(r)][column_of(r)].append(r)
+    cells = {label: {column: Cell(rs) for column, rs in by_column.items()} for label, by_column in rows.items()}
+    spec = Spec.from_dict(chosen[-1]["spec"]).replace(**TABLE_AXES).replace(seed=Spec().seed)
+    order = row_order or _row_order
+    return Table(spec, dict(sorted(cells.items(), key=lambda item: order(item[0]))), chosen, columns)
+
+
+def _row_order(label: str) -> tuple:
+    """The post's cells first within a backend, then its variations."""
+    base, *qualifiers = label.split(" · ")
+    return base, len(qualifiers), qualifiers
 
 
 def spec_summary(spec: Spec) -> str:
-    changed = {k: v for k, v in spec.to_dict().items() if getattr(Spec(), k) != v and k not in ("prob_loss",)}
+    changed = {k: v for k, v in spec.to_dict().items() if getattr(Spec(), k) != v and k not in TABLE_AXES}
     described = ", ".join(f"{k}={v}" for k, v in changed.items())
     return f"the post's spec{' except ' + described if described else ''} (spec family {spec.hash()[:8]})"
 
@@ -124,21 +178,81 @@ def table_markdown(table: Table) -> str:
     return "\n".join(lines)
 
 
+def statistics_markdown(table: Table) -> str:
+    """Every cell with n >= 2: n, mean, std, 95% CI, min–max of the test accuracy, and the seeds' outcomes."""
+    lines = [f"| row | variant | n | mean | std | {CI_NAME} | min–max | seeds |", "|---" * 8 + "|"]
+    for label, cells in table.rows.items():
+        for variant in table.columns:
+            cell = cells.get(variant)
+            stats = cell.stats if cell else None
+            if cell is None or len(cell.records) < 2:
+                continue
+            figures = (f"{stats.mean:.4f} | {stats.std:.4f} | [{stats.ci95[0]:.4f}, {stats.ci95[1]:.4f}] | "
+                       f"{stats.min:.4f}–{stats.max:.4f}" if stats and stats.ci95 else "— | — | — | —")
+            lines.append(f"| {label} | {variant} | {len(cell.records)} | {figures} | {cell.counts_text()} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+# (column, column) pairs compared within a row, and the columns compared between rows.
+FIT_VS_LOOP = (("fit_probs", "loop_probs"), ("fit_logits", "loop_logits"))
+BETWEEN_ROWS = ("loop_logits", "fit_logits")
+
+
+def differences_markdown(table: Table) -> str:
+    """Differences of mean test accuracy with Welch 95% CIs, where both cells have n >= 2: fit − loop within
+    each row, and between the post's rows (no control or variation) on the logits variants."""
+    lines = []
+    for label, cells in table.rows.items():
+        for fit, loop in FIT_VS_LOOP:
+            if fit in cells and loop in cells:
+                lines.append(_difference(label, fit, loop, cells[fit], cells[loop]))
+    plain = [label for label in table.rows if " · " not in label]
+    for variant in BETWEEN_ROWS:
+        for i, a in enumerate(plain):
+            for b in plain[i + 1:]:
+                if variant in table.rows[a] and variant in table.rows[b]:
+                    lines.append(_difference(variant, a, b, table.rows[a][variant], table.rows[b][variant]))
+    return "\n".join(line for line in lines if line)
+
+
+def _difference(context: str, name_a: str, name_b: str, a: Cell, b: Cell) -> str:
+    """One finding line on mean(a) − mean(b); empty without an interval (n < 2 on a side)."""
+    diff = welch_difference(a.accuracies, b.accuracies)
+    if diff is None or diff.ci95 is None:
+        return ""
+    low, high = diff.ci95
+    n = f"n={diff.n_a}" if diff.n_a == diff.n_b else f"n={diff.n_a} and {diff.n_b}"
+    if diff.distinguishable:
+        verdict = f"{name_a if diff.estimate > 0 else name_b} is higher (the interval excludes 0)"
+    elif low == high:
+        verdict = "identical on every seed"
+    else:
+        verdict = f"indistinguishable at {n}"
+    df = "no spread on either side" if math.isinf(diff.df) else f"df {diff.df:.1f}"
+    return (f"- {context}: {name_a} − {name_b} = {diff.estimate:+.4f}, {WELCH_NAME} [{low:+.4f}, {high:+.4f}] "
+            f"({df}; {n}): {verdict}.")
+
+
 def table_csv(table: Table) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["row", "variant", "outcome", "n", "accuracy_mean", "accuracy_std", "loss_path"])
+    # ci95_*: the 95% CI of the mean accuracy (Student t, n - 1 df); n_<outcome>: seeds with that outcome.
+    writer.writerow(["row", "variant", "outcome", "n", "accuracy_mean", "accuracy_std", "ci95_low", "ci95_high",
+                     "accuracy_min", "accuracy_max", *(f"n_{o}" for o in OUTCOMES), "loss_path"])
     for label, cells in table.rows.items():
         for variant in VARIANT_NAMES:
             if variant in cells:
                 cell = cells[variant]
-                accs = cell.accuracies
+                stats, counts = cell.stats, cell.outcome_counts
+                figures = ([stats.mean, stats.std, *(stats.ci95 or (None, None)), stats.min, stats.max]
+                           if stats else [None] * 6)
                 writer.writerow([label, variant, cell.outcome, len(cell.records),
-                                 f"{statistics.mean(accs):.6f}" if accs else "",
-                                 f"{statistics.stdev(accs):.6f}" if len(accs) > 1 else "",
-                                 cell.records[0]["loss_path"] or ""])
+                                 *("" if x is None else f"{x:.6f}" for x in figures),
+                                 *(counts.get(o, 0) for o in OUTCOMES), cell.records[0]["loss_path"] or ""])
     for variant in VARIANT_NAMES:
-        writer.writerow([POST_ROW, variant, POST_OUTCOME[variant], 1, VARIANTS[variant].post.test_accuracy, "", ""])
+        post = VARIANTS[variant].post.test_accuracy
+        writer.writerow([POST_ROW, variant, POST_OUTCOME[variant], 1, post, "", "", "", post, post,
+                         *(int(o == POST_OUTCOME[variant]) for o in OUTCOMES), ""])
     return out.getvalue()
 
 
@@ -148,7 +262,7 @@ def environment_lines(table: Table) -> list[str]:
     for r in table.records:
         env = r["env"]
         frameworks = ", ".join(f"{k} {v}" for k, v in sorted(env.get("frameworks", {}).items()))
-        row = r["backend"] + (f"/{r['engine']}" if r["engine"] else "")
+        row = backend_label(r["backend"], r["engine"])
         key = f"{row}: {frameworks}; device {r['device']} ({env.get('device_name')}); CPU {env.get('cpu')} " \
               f"x{env.get('cpu_count')}; Python {env.get('python')}, numpy {env.get('numpy')}; " \
               f"commit {env.get('git_commit')}"
@@ -163,10 +277,20 @@ def findings_markdown(table: Table) -> str:
              "diverged), and the post's figure.\n"]
     for label, cells in table.rows.items():
         lines.append(f"## {label}\n")
+        lines += [f"{CONTROLS[name]}\n" for name in CONTROLS if name in label]
+        if "softmax " in label and not label.startswith("keras"):
+            lines.append("PyTorch and JAX have one softmax (`torch.softmax`, `jax.nn.softmax`) whatever the form it "
+                         "is written in: this row runs the same computation as the post's row above it.\n")
         for variant in VARIANT_NAMES:
             if variant in cells:
                 lines.append(_finding(variant, cells[variant]))
         lines.append("")
+    differences = differences_markdown(table)
+    if differences:
+        lines += ["## Differences over seeds\n",
+                  "Differences of mean test accuracy, fit − loop within a row and between backends on the logits "
+                  f"variants, with Welch's 95% confidence interval; an interval that contains 0 means the two cells "
+                  "cannot be told apart with these seeds.\n", differences, ""]
     lines.append("## Environment\n")
     lines.extend(environment_lines(table))
     return "\n".join(lines) + "\n"
@@ -175,10 +299,15 @@ def findings_markdown(table: Table) -> str:
 def _finding(variant: str, cell: Cell) -> str:
     first = cell.records[0]
     path = first["loss_path"]
-    accs = cell.accuracies
-    accuracy = f"{statistics.mean(accs):.4f}" if accs else "n/a"
+    stats = cell.stats
+    accuracy = f"{stats.mean:.4f}" if stats else "n/a"
+    if stats and stats.ci95:
+        accuracy += (f" (mean of {stats.n} seeds, std {stats.std:.4f}, {CI_NAME} [{stats.ci95[0]:.4f}, "
+                     f"{stats.ci95[1]:.4f}], range {stats.min:.4f}–{stats.max:.4f})")
     post = VARIANTS[variant].post.test_accuracy
     text = f"- **{variant}**: {cell.outcome}, test accuracy {accuracy} (post {post:.4f}, {POST_OUTCOME[variant]})."
+    if len(cell.records) > 1:
+        text += f" Seeds: {cell.counts_text()}; figures below are of seed {first['seed']}."
     if path:
         text += f" Loss path: {LOSS_PATHS[path]}."
     if first["diagnostics"]:
@@ -191,7 +320,8 @@ def _finding(variant: str, cell: Cell) -> str:
         text += f" First non-finite loss at step {first['first_nonfinite_step']}."
     if first["status"] == "failed":
         text += f" Error: {first['error']}."
-    return text + " " + _explanation(variant, cell.outcome, path)
+    arithmetic = stuck.describe(cell.records, STUCK_ACCURACY)
+    return text + " " + _explanation(variant, cell.outcome, path) + (f" {arithmetic}" if arithmetic else "")
 
 
 def _explanation(variant: str, outcome: str, path: str | None) -> str:
@@ -234,7 +364,7 @@ def plot_curves(table: Table, path: Path) -> None:
     columns = min(3, len(labels))
     rows = math.ceil(len(labels) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.6 * rows), squeeze=False, sharey=True)
-    colours = dict(zip(VARIANT_NAMES, ("tab:red", "tab:orange", "tab:blue", "tab:green")))
+    colours = VARIANT_COLOURS
     for ax, label in zip(axes.flat, labels):
         diverged = []  # (epoch, colour): drawn at the panel's top once its scale is known
         for variant, cell in table.rows[label].items():
@@ -267,7 +397,7 @@ def plot_curves(table: Table, path: Path) -> None:
 
 
 def plot_accuracy(table: Table, path: Path) -> None:
-    """Test accuracy per row and variant (mean, std over seeds), the post's figures as a reference."""
+    """Test accuracy per row and variant (mean over seeds, 95% CI error bars), the post's figures as a reference."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -276,15 +406,14 @@ def plot_accuracy(table: Table, path: Path) -> None:
     labels = list(table.rows)
     width = 0.8 / len(VARIANT_NAMES)
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(labels) + 2), 4))
-    colours = ("tab:red", "tab:orange", "tab:blue", "tab:green")
-    for j, (variant, colour) in enumerate(zip(VARIANT_NAMES, colours)):
+    for j, (variant, colour) in enumerate(VARIANT_COLOURS.items()):
         xs, means, errs = [], [], []
         for i, label in enumerate(labels):
             cell = table.rows[label].get(variant)
-            accs = cell.accuracies if cell else []
+            stats = cell.stats if cell else None
             xs.append(i + (j - 1.5) * width)
-            means.append(statistics.mean(accs) if accs else 0.0)
-            errs.append(statistics.stdev(accs) if len(accs) > 1 else 0.0)
+            means.append(stats.mean if stats else 0.0)
+            errs.append(stats.ci95[1] - stats.mean if stats and stats.ci95 else 0.0)
         ax.bar(xs, means, width, yerr=errs, color=colour, label=variant)
         for x, label in zip(xs, labels):
             cell = table.rows[label].get(variant)
@@ -294,7 +423,8 @@ def plot_accuracy(table: Table, path: Path) -> None:
     ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right", fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_ylabel("test accuracy")
-    ax.set_title(f"Test accuracy (mean ± std over seeds; ✗ diverged or failed); dotted: the post's figures\n"
+    ax.set_title(f"Test accuracy (mean over seeds, bars: {CI_NAME}; ✗ diverged or failed); dotted: the post's "
+                 "figures\n"
                  f"{spec_summary(table.spec)}", fontsize=8)
     ax.legend(fontsize=7, loc="center right")
     fig.tight_layout()
@@ -305,9 +435,14 @@ def plot_accuracy(table: Table, path: Path) -> None:
 def write_reports(out_dir: str | Path, spec: Spec | None = None) -> Table:
     """Write table.md, table.csv, curves.png, accuracy.png and findings.md into ``out_dir``."""
     out_dir = Path(out_dir)
-    table = build_table(read_records(out_dir / "runs.jsonl"), spec)
+    table = build_table(read_records(out_dir / RUNS_FILE), spec)
     intro = f"Test accuracy, {spec_summary(table.spec)}.\n\n"
-    (out_dir / "table.md").write_text(intro + table_markdown(table) + "\n\n" + "\n".join(environment_lines(table)) + "\n")
+    parts = [intro + table_markdown(table)]
+    if statistics_markdown(table):  # some cell has n >= 2
+        parts += [f"[low, high]: the {CI_NAME} of the mean test accuracy over seeds. Cell by cell:",
+                  statistics_markdown(table), differences_markdown(table)]
+    parts.append("\n".join(environment_lines(table)))
+    (out_dir / "table.md").write_text("\n\n".join(part for part in parts if part) + "\n")
     (out_dir / "table.csv").write_text(table_csv(table))
     (out_dir / "findings.md").write_text(findings_markdown(table))
     plot_curves(table, out_dir / "curves.png")

@@ -1,8 +1,11 @@
 """Run records: one JSON object per run, appended to ``runs.jsonl`` as whole lines; reader; environment.
 
 Fixed keys (other tools read them): spec, spec_hash, backend, engine, variant, mode, head, prob_loss,
-input_scale, seed, device, data_sha256, epoch_costs, test_loss, test_accuracy, status,
-first_nonfinite_step, error, diagnostics, wall_seconds, compile_seconds, steps_per_second, env.
+softmax, loop_exec, input_scale, seed, device, data_sha256, epoch_costs, test_loss, test_accuracy,
+test_predicted_shares, status, first_nonfinite_step, error, diagnostics, wall_seconds, compile_seconds,
+steps_per_second, label_shares, env. ``softmax`` is None for the logits head, ``loop_exec`` None for fit;
+``test_predicted_shares[k]`` is the share of test rows the model predicts as class k, ``label_shares`` the
+share of each class among the run's training and test rows ({"train": [...], "test": [...]}).
 Non-finite numbers are written as null (JSON has no NaN); ``status`` says what happened.
 
 An append is one ``os.write`` of a complete line to a file opened with O_APPEND, followed by fsync, so a
@@ -28,17 +31,26 @@ from common.spec import Spec
 from common.variants import Variant
 
 RECORD_KEYS = (
-    "spec", "spec_hash", "backend", "engine", "variant", "mode", "head", "prob_loss", "input_scale", "seed",
-    "device", "data_sha256", "epoch_costs", "test_loss", "test_accuracy", "status", "first_nonfinite_step",
+    "spec", "spec_hash", "backend", "engine", "variant", "mode", "head", "prob_loss", "softmax", "loop_exec",
+    "input_scale", "seed", "device", "data_sha256", "epoch_costs", "test_loss", "test_accuracy",
+    "test_predicted_shares", "label_shares", "status", "first_nonfinite_step",
     "error", "diagnostics", "loss_path", "wall_seconds", "compile_seconds", "steps_per_second", "env",
     "finished_at",
 )
 FINISHED = ("ok", "diverged")
 RUNS_FILE = "runs.jsonl"
+#: The thread settings of every record's ``env.threads``, whatever the backend: the framework's intra-op and
+#: inter-op thread counts, and OpenMP's wait policy where OpenMP runs the math (torch).
+THREAD_KEYS = ("intra_op", "inter_op", "omp_wait_policy")
 
 
 def finite_or_none(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
+
+
+def backend_label(backend: str, engine: str | None) -> str:
+    """How reports name a backend and engine: ``torch``, ``keras/jax``."""
+    return f"{backend}/{engine}" if engine else backend
 
 
 def run_key(spec_hash: str, backend: str, engine: str | None, variant: str, seed: int, device: str) -> tuple:
@@ -52,7 +64,8 @@ def record_key(record: dict[str, Any]) -> tuple:
 
 
 def make_record(spec: Spec, variant: Variant, backend: str, engine: str | None, device: str, data_sha256: str,
-                env: dict[str, Any], outcome: Any = None, error: str | None = None) -> dict[str, Any]:
+                env: dict[str, Any], outcome: Any = None, error: str | None = None,
+                label_shares: dict[str, list[float]] | None = None) -> dict[str, Any]:
     """A run record from a ``TrainOutcome`` (``outcome``), or a failed one from ``error``."""
     record: dict[str, Any] = {
         "spec": spec.to_dict(),
@@ -63,15 +76,19 @@ def make_record(spec: Spec, variant: Variant, backend: str, engine: str | None, 
         "mode": variant.mode,
         "head": variant.head,
         "prob_loss": spec.prob_loss if variant.uses_prob_loss else None,
+        "softmax": spec.softmax if variant.uses_prob_loss else None,
+        "loop_exec": spec.loop_exec,
         "input_scale": spec.input_scale,
         "seed": spec.seed,
         "device": device,
         "data_sha256": data_sha256,
+        "label_shares": label_shares,
         "env": env,
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     if outcome is None:
         record.update(status="failed", error=error, epoch_costs=[], test_loss=None, test_accuracy=None,
+                      test_predicted_shares=None,
                       first_nonfinite_step=None, diagnostics=[], loss_path=None, wall_seconds=None,
                       compile_seconds=None, steps_per_second=None)
     else:
@@ -81,6 +98,7 @@ def make_record(spec: Spec, variant: Variant, backend: str, engine: str | None, 
             epoch_costs=[finite_or_none(c) for c in outcome.epoch_costs],
             test_loss=finite_or_none(outcome.test_loss),
             test_accuracy=finite_or_none(outcome.test_accuracy),
+            test_predicted_shares=[round(float(s), 6) for s in outcome.test_predicted_shares],
             first_nonfinite_step=outcome.first_nonfinite_step,
             diagnostics=[d.to_dict() for d in outcome.diagnostics],
             loss_path=outcome.loss_path,
@@ -148,7 +166,15 @@ def finished_keys(path: str | os.PathLike) -> set[tuple]:
 
 
 def capture_env(framework_versions: dict[str, str], device_name: str, threads: dict[str, Any]) -> dict[str, Any]:
-    """Versions, machine and code identity recorded beside every result."""
+    """Versions, machine and code identity recorded beside every result.
+
+    ``device_name`` is ``"cpu"`` or the accelerator's model; ``threads`` holds exactly ``THREAD_KEYS`` (a
+    setting the framework does not have, or a run that never started one, is None).
+    """
+    unknown = sorted(set(threads) - set(THREAD_KEYS))
+    if unknown:
+        raise ValueError(f"thread settings {unknown} are not among {THREAD_KEYS}")
+    threads = {key: threads.get(key) for key in THREAD_KEYS}
     return {
         "python": platform.python_version(),
         "numpy": np.__version__,

@@ -8,6 +8,7 @@ each record is appended the moment its run ends, so an interrupt loses only the 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import traceback
 from collections.abc import Iterable
@@ -18,8 +19,8 @@ from tqdm.auto import tqdm
 
 from common.data import Dataset, load_mnist, prepare
 from common.diagnostics import EpochDiagnostics
-from common.results import (RUNS_FILE, append_record, capture_env, finished_keys, make_record, read_records,
-                            record_key, run_key)
+from common.results import (RUNS_FILE, append_record, backend_label, capture_env, finished_keys, make_record,
+                            read_records, record_key, run_key)
 from common.spec import Spec
 from common.training import train
 from common.variants import VARIANTS, Variant
@@ -32,15 +33,23 @@ class PlannedRun:
     variant: Variant
 
 
-def plan_runs(base: Spec, variants: Iterable[Variant], seeds: Iterable[int],
-              prob_losses: Iterable[str]) -> list[PlannedRun]:
-    """Seeds x variants x probability-loss flavours; a logits variant runs once (its spec says ``native``)."""
-    prob_losses = tuple(prob_losses)
+def plan_runs(base: Spec, variants: Iterable[Variant], seeds: Iterable[int], prob_losses: Iterable[str],
+              softmaxes: Iterable[str] = ("activation",), loop_execs: Iterable[str] = ("eager",)) -> list[PlannedRun]:
+    """Seeds x variants x probability-loss flavours x softmax forms x loop executions.
+
+    Axes that do not apply collapse to one run: a logits variant has no probability loss or softmax (its spec
+    keeps the defaults), a fit variant no loop execution (``loop_exec=None``).
+    """
+    prob_losses, softmaxes, loop_execs = tuple(prob_losses), tuple(softmaxes), tuple(loop_execs)
     plan = []
     for seed in seeds:
         for variant in variants:
-            for flavour in prob_losses if variant.uses_prob_loss else ("native",):
-                plan.append(PlannedRun(base.replace(seed=seed, prob_loss=flavour), variant))
+            probs = variant.uses_prob_loss
+            for flavour, softmax in itertools.product(prob_losses if probs else ("native",),
+                                                      softmaxes if probs else ("activation",)):
+                for loop_exec in loop_execs if variant.mode == "loop" else (None,):
+                    spec = base.replace(seed=seed, prob_loss=flavour, softmax=softmax, loop_exec=loop_exec)
+                    plan.append(PlannedRun(spec, variant))
     return plan
 
 
@@ -71,11 +80,14 @@ def run_sweep(backend: Any, plan: list[PlannedRun], out_dir: str | Path, data_pa
 
 def _run_one(backend: Any, planned: PlannedRun, data: Dataset, env: dict, verbose: bool) -> dict[str, Any]:
     spec, variant = planned.spec, planned.variant
-    label = f"{backend.name}{'/' + backend.engine if backend.engine else ''} {variant.name}"
+    label = f"{backend_label(backend.name, backend.engine)} {variant.name}"
     if variant.uses_prob_loss:
-        label += f" ({spec.prob_loss})"
+        label += f" ({spec.prob_loss}, {spec.softmax})"
+    if spec.loop_exec:
+        label += f" {spec.loop_exec}"
     record_args = dict(spec=spec, variant=variant, backend=backend.name, engine=backend.engine,
-                       device=backend.device, data_sha256=data.data_sha256, env=env)
+                       device=backend.device, data_sha256=data.data_sha256, env=env,
+                       label_shares=data.label_shares())
     # Under experiments.compare the sweep's overall bar holds line 0; this run's bar goes below it.
     position = int(os.environ.get("XENT_PARITY_BAR_POSITION", "0"))
     bar = tqdm(total=spec.epochs, desc=label, unit="epoch", leave=False, disable=None, position=position)
@@ -101,14 +113,16 @@ def _run_one(backend: Any, planned: PlannedRun, data: Dataset, env: dict, verbos
 
 def format_summary(records: list[dict[str, Any]]) -> str:
     """A fixed-width table of runs, one row each, with the post's accuracy beside ours."""
-    header = f"{'backend':<16} {'variant':<12} {'prob_loss':<9} {'seed':>5} {'status':<9} {'cost 1st':>9} " \
-             f"{'cost last':>9} {'test acc':>8} {'post':>6} {'loss path':<17} {'train s':>8}"
+    header = f"{'backend':<16} {'variant':<12} {'prob_loss':<9} {'softmax':<10} {'loop':<8} {'input':<5} " \
+             f"{'seed':>5} {'status':<9} {'cost 1st':>9} {'cost last':>9} {'test acc':>8} {'post':>6} " \
+             f"{'loss path':<17} {'train s':>8}"
     lines = [header, "-" * len(header)]
     for r in records:
         costs = r["epoch_costs"]
-        backend = r["backend"] + (f"/{r['engine']}" if r["engine"] else "")
+        backend = backend_label(r["backend"], r["engine"])
         lines.append(
-            f"{backend:<16} {r['variant']:<12} {r['prob_loss'] or '-':<9} {r['seed']:>5} {r['status']:<9} "
+            f"{backend:<16} {r['variant']:<12} {r['prob_loss'] or '-':<9} {r['softmax'] or '-':<10} "
+            f"{r['loop_exec'] or '-':<8} {r['input_scale']:<5} {r['seed']:>5} {r['status']:<9} "
             f"{_num(costs[0] if costs else None, '.5g'):>9} {_num(costs[-1] if costs else None, '.5g'):>9} "
             f"{_num(r['test_accuracy'], '.4f'):>8} {VARIANTS[r['variant']].post.test_accuracy:>6.4f} "
             f"{r['loss_path'] or '-':<17} {_num(r['wall_seconds'], '.1f'):>8}"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from typing import Any
 
 INPUT_DIM = 28 * 28
@@ -23,6 +24,13 @@ INPUT_SCALES = ("raw", "unit")
 DATA_ORDERS = ("shuffled", "sequential")
 PROB_LOSSES = ("native", "clipped")
 OPTIMIZERS = ("adam", "sgd")
+# How the probs head's softmax is written (Keras tells them apart; PyTorch and JAX compute one softmax):
+# ``activation``: Dense(10, activation="softmax") as in the post; ``layer``: Dense(10) + keras.layers.Softmax();
+# ``op``: Dense(10) + a layer applying the engine's bare softmax op (tf.nn.softmax on TensorFlow).
+SOFTMAXES = ("activation", "layer", "op")
+# How a hand-written loop's step runs: op by op (``eager``) or traced and compiled (tf.function, torch.compile,
+# jax.jit). Fit runs have none (``None``): each framework's fit path is its own.
+LOOP_EXECS = ("eager", "compiled")
 
 
 class SpecError(ValueError):
@@ -41,6 +49,10 @@ class Spec:
         fit and loop alike); ``sequential`` keeps file order, as the post's ``tf.data`` loop does.
       prob_loss: the probability cross-entropy of the ``probs`` head: ``native`` is what a user of that
         framework writes, ``clipped`` is the Keras-2 eager formula -sum(y * log(clip(p, eps, 1 - eps))).
+      softmax: how the probs head's softmax is written (``SOFTMAXES``); logits runs keep the default.
+      loop_exec: how a loop variant's step runs (``LOOP_EXECS``); ``None`` for fit runs.
+      tf_version: the TensorFlow release (``"2.13"``) a versions-study run used in its own environment;
+        ``None``: the framework installed with this project.
       optimizer: ``adam`` (the post) or ``sgd`` (plain SGD with the same learning rate, for parity tests).
       stop_on_nonfinite: stop a run at the end of the epoch in which its loss first became NaN/inf.
     """
@@ -62,6 +74,9 @@ class Spec:
     test_size: int | None = None
     data_order: str = "shuffled"
     prob_loss: str = "native"
+    softmax: str = "activation"
+    loop_exec: str | None = None
+    tf_version: str | None = None
     clip_epsilon: float = 1e-7
     stop_on_nonfinite: bool = True
 
@@ -70,6 +85,11 @@ class Spec:
         _check_choice("data_order", self.data_order, DATA_ORDERS)
         _check_choice("prob_loss", self.prob_loss, PROB_LOSSES)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("softmax", self.softmax, SOFTMAXES)
+        if self.loop_exec is not None:
+            _check_choice("loop_exec", self.loop_exec, LOOP_EXECS)
+        if self.tf_version is not None and not re.fullmatch(r"\d+\.\d+", str(self.tf_version)):
+            raise SpecError(f"tf_version={self.tf_version!r} must be a TensorFlow release like '2.13', or None")
         for name in ("hidden_layers", "hidden_units", "batch_size", "epochs"):
             _check_int(name, getattr(self, name), minimum=1)
         _check_int("seed", self.seed, minimum=0)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from common.data import Dataset, epoch_batches, steps_per_epoch
+from common.data import Dataset, class_shares, epoch_batches, steps_per_epoch
 from common.diagnostics import EpochDiagnostics, diagnose, probe_rows
 from common.spec import Spec
 from common.weights import Weights
@@ -42,8 +42,8 @@ class Trainer(abc.ABC):
         """Eval-mode logits on ``x`` and the global L2 norm of the training loss' gradient there."""
 
     @abc.abstractmethod
-    def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-        """Eval-mode mean loss (the variant's own loss) and accuracy."""
+    def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+        """Eval-mode mean loss (the variant's own loss) and the predicted class of every row (argmax)."""
 
     @abc.abstractmethod
     def weights(self) -> Weights:
@@ -59,6 +59,7 @@ class TrainOutcome:
     first_nonfinite_step: int | None
     test_loss: float
     test_accuracy: float
+    test_predicted_shares: np.ndarray  # (classes,): share of test rows predicted as each class
     loss_path: str
     wall_seconds: float
     compile_seconds: float
@@ -96,7 +97,8 @@ def train(spec: Spec, trainer: Trainer, data: Dataset, on_epoch: EpochCallback |
             on_epoch(epoch + 1, costs[-1], diagnostics[-1])
         if first_bad is not None and spec.stop_on_nonfinite:
             break
-    test_loss, test_accuracy = trainer.evaluate(data.x_test, data.y_test)
+    test_loss, predicted = trainer.evaluate(data.x_test, data.y_test)
+    test_accuracy = float(np.mean(np.asarray(predicted) == data.y_test.argmax(-1)))
     step_losses = np.concatenate(losses)
     run_seconds = max(train_seconds - trainer.compile_seconds, 1e-9)
     return TrainOutcome(
@@ -106,7 +108,8 @@ def train(spec: Spec, trainer: Trainer, data: Dataset, on_epoch: EpochCallback |
         status="ok" if first_bad is None else "diverged",
         first_nonfinite_step=first_bad,
         test_loss=float(test_loss),
-        test_accuracy=float(test_accuracy),
+        test_accuracy=test_accuracy,
+        test_predicted_shares=class_shares(predicted, data.y_test.shape[-1]),
         loss_path=trainer.loss_path,
         wall_seconds=train_seconds,
         compile_seconds=trainer.compile_seconds,

@@ -76,7 +76,9 @@ def parse_variants(names: str | list[str]) -> list[Variant]:
     """``'all'``, a comma-separated string, or a list of names -> variants in canonical order."""
     if isinstance(names, str):
         names = [n for n in names.replace(",", " ").split() if n]
-    if not names or names == ["all"]:
+    if not names:  # an empty --variants is a slip, not a request for everything
+        raise VariantError(f"no variant named; give all, or names from: {', '.join(VARIANT_NAMES)}")
+    if names == ["all"]:
         return list(VARIANTS.values())
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:

@@ -20,9 +20,19 @@ from common.spec import Spec
 Weights = dict[str, np.ndarray]
 
 
+def layer_name(layer: int) -> str:
+    """The canonical name of Dense layer ``layer`` (0 is the first hidden layer): ``dense_{layer}``."""
+    return f"dense_{layer}"
+
+
+def param_name(layer: int, part: str) -> str:
+    """The canonical name of layer ``layer``'s ``kernel`` or ``bias``: ``dense_{layer}.{part}``."""
+    return f"{layer_name(layer)}.{part}"
+
+
 def layer_names(spec: Spec) -> list[str]:
     """``dense_0`` .. ``dense_{hidden_layers}``; the last one is the output layer."""
-    return [f"dense_{i}" for i in range(spec.hidden_layers + 1)]
+    return [layer_name(i) for i in range(spec.hidden_layers + 1)]
 
 
 def canonical_shapes(spec: Spec) -> dict[str, tuple[int, ...]]:

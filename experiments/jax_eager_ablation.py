@@ -3,7 +3,7 @@
 Both runs start from the canonical weights and take the same batches with the same dropout keys; only
 XLA compilation differs. Prints both per-step loss sequences and their largest difference.
 
-    python -m experiments.jax_eager_ablation --steps 5 --data ../shared/data/mnist.npz
+    python -m experiments.jax_eager_ablation --steps 5 --data /path/to/mnist.npz
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ def compare(spec: Spec, head: str, data: Dataset, steps: int) -> tuple[np.ndarra
     backend = get_backend("jax")
     variant = VARIANTS[f"loop_{head}"]
     batches = epoch_batches(spec, 0, len(data.x_train))[:steps]
-    jitted, eager = (backend.make_trainer(spec, variant, data, initial_weights(spec), eager=flag).run_epoch(batches)
-                     for flag in (False, True))
+    jitted, eager = (backend.make_trainer(spec.replace(loop_exec=how), variant, data, initial_weights(spec))
+                     .run_epoch(batches) for how in ("compiled", "eager"))
     return jitted, eager
 
 

@@ -1,6 +1,6 @@
 """Write the small MNIST subset vendored in ``tests/data`` (so tests need no network and no big file).
 
-    python -m experiments.make_test_subset --data ../shared/data/mnist.npz
+    python -m experiments.make_test_subset --data /path/to/mnist.npz
 
 It keeps the first 3,000 training and 1,000 test images in file order, in the layout of the full file.
 The result is identified by its content hash (``TEST_SUBSET_SHA256``); the file hash varies with zip

@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 
 from backends import BACKEND_NAMES, KERAS_ENGINES, BackendError, get_backend
-from common import cli
+from common import cli, dirlock
 from common.data import find_mnist
-from common.runner import format_summary, plan_runs, run_sweep
+from common.runner import format_summary, run_sweep
 
 
 def build_parser(backend: str | None = None) -> argparse.ArgumentParser:
@@ -31,9 +31,9 @@ def main(argv: list[str] | None = None, backend: str | None = None) -> list[dict
     backend = backend or args.backend
     if args.engine and backend != "keras":
         parser.error(f"--engine is for the keras backend only; the {backend} backend has one engine")
-    plan = plan_runs(cli.base_spec(parser, args), cli.variants(parser, args), cli.seeds(parser, args),
-                     cli.prob_losses(args))
-    with cli.friendly_errors(parser.prog):
+    plan = cli.plan(parser, args, backend, args.engine)
+    # One sweep per results directory (common.dirlock); under experiments.compare --out is a scratch directory.
+    with cli.friendly_errors(parser.prog), dirlock.locked(args.out):
         data_path = find_mnist(args.data)  # before the (slow) framework import, so a bad path fails fast
         try:
             runner = get_backend(backend, device=args.device, engine=args.engine)

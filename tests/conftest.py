@@ -4,7 +4,7 @@ from __future__ import annotations
 
 # All frameworks share this pytest process. PyTorch goes first, through its backend, which sets OpenMP's wait
 # policy before torch loads (busy-waiting threads ran ~30x slower on 2 cores) — and before TensorFlow, since
-# importing TensorFlow first is the order that clashes (DESIGN.md).
+# importing TensorFlow first is the order that clashes (docs/design.md, "Performance").
 import backends.torch_backend  # noqa: F401  isort: skip
 
 import pytest

@@ -1,9 +1,10 @@
 """What each framework does with the post's experiment on real data — one table, one parametrised test.
 
-One epoch on the vendored MNIST subset (3,000 training images, raw pixels, the post's spec otherwise), all
-four variants and both probability-loss flavours, every backend and the Keras engines, each run through the
-real command line in its own process (as users run it). The expected outcome of every cell is the table
-below; a framework upgrade that changes a behaviour fails with the cell named.
+One epoch on the vendored MNIST subset (3,000 training images, raw pixels, the post's spec otherwise), run
+through the real command line, one process per row (as users run it): every backend and Keras engine with all
+four variants, both probability-loss flavours and the unit-input control; and the mechanism cells of Keras on
+TensorFlow and on tf_keras (softmax activation / layer / op x fit / eager loop / compiled loop). The expected
+outcome of every cell is the table below; a framework upgrade that changes a behaviour fails with the cell named.
 
 Outcomes (common.report.classify): ``trains`` — test accuracy >= 0.3 (one epoch of logits reaches ~0.7);
 ``stuck`` — finished with accuracy < 0.3 (the clip's zero gradient); ``diverged`` — the loss became NaN/inf.
@@ -21,60 +22,103 @@ from common.results import read_records
 from tests_support import TEST_SUBSET
 
 T, S, D = "trains", "stuck", "diverged"
-# row -> {(variant, probability-loss flavour): expected outcome}; logits variants have no flavour (None).
-EXPECTED = {
-    # Keras 3 on TensorFlow: the softmax output carries its logits (`_keras_logits`), in fit and eagerly,
-    # so the native probability loss trains everywhere; the post's clipped formula gets stuck.
-    "keras/tensorflow": {("fit_probs", "native"): T, ("loop_probs", "native"): T,
-                         ("fit_probs", "clipped"): S, ("loop_probs", "clipped"): S,
-                         ("loop_logits", None): T, ("fit_logits", None): T},
-    # Keras 3 on JAX clips probabilities and never looks for logits: the post's failure, now in fit too.
-    "keras/jax": {("fit_probs", "native"): S, ("loop_probs", "native"): S,
-                  ("fit_probs", "clipped"): S, ("loop_probs", "clipped"): S,
-                  ("loop_logits", None): T, ("fit_logits", None): T},
-    # PyTorch: log(softmax) of an underflowed probability is -inf; torch.compile does not rewrite it.
-    "torch": {("fit_probs", "native"): D, ("loop_probs", "native"): D,
-              ("fit_probs", "clipped"): S, ("loop_probs", "clipped"): S,
-              ("loop_logits", None): T, ("fit_logits", None): T},
-    # JAX: XLA does not rewrite log(softmax) either.
-    "jax": {("fit_probs", "native"): D, ("loop_probs", "native"): D,
-            ("fit_probs", "clipped"): S, ("loop_probs", "clipped"): S,
-            ("loop_logits", None): T, ("fit_logits", None): T},
-}
-ROW_COMMANDS = {
+ROW_FLAGS = {
     "keras/tensorflow": ["--backend", "keras", "--engine", "tensorflow"],
+    "keras/tf_keras": ["--backend", "keras", "--engine", "tf_keras"],
     "keras/jax": ["--backend", "keras", "--engine", "jax"],
     "torch": ["--backend", "torch"],
     "jax": ["--backend", "jax"],
 }
-CELLS = [(row, variant, flavour) for row, cells in EXPECTED.items() for (variant, flavour) in cells]
+VARIANTS_FLAGS = ["--variants", "all", "--prob-loss", "both", "--controls"]
+MECHANISM_FLAGS = ["--variants", "fit_probs,loop_probs", "--softmax", "all", "--loop-exec", "both"]
+# Each row's commands (one results directory per row, so a run two commands share runs once).
+COMMANDS = {
+    "keras/tensorflow": [VARIANTS_FLAGS, MECHANISM_FLAGS],
+    "keras/tf_keras": [MECHANISM_FLAGS],
+    "keras/jax": [VARIANTS_FLAGS],
+    "torch": [VARIANTS_FLAGS],
+    "jax": [VARIANTS_FLAGS],
+}
+
+
+def cells(fit_native, loop_native, clipped=S, unit=T, default_loop=None) -> dict:
+    """A row of the post's four variants: the probs outcomes given, the logits variants train everywhere.
+
+    Keys: (variant, prob_loss, input_scale, softmax, loop_exec)."""
+    return {("fit_probs", "native", "raw", "activation", None): fit_native,
+            ("loop_probs", "native", "raw", "activation", default_loop): loop_native,
+            ("fit_probs", "clipped", "raw", "activation", None): clipped,
+            ("loop_probs", "clipped", "raw", "activation", default_loop): clipped,
+            ("fit_probs", "native", "unit", "activation", None): unit,
+            ("loop_probs", "native", "unit", "activation", default_loop): unit,
+            ("fit_logits", None, "raw", None, None): T,
+            ("loop_logits", None, "raw", None, default_loop): T}
+
+
+def mechanism(stuck_cells: set[tuple[str, str | None]]) -> dict:
+    """Keras' mechanism cells: softmax form x (fit, eager loop, compiled loop); those in ``stuck_cells`` stick."""
+    return {("fit_probs" if run is None else "loop_probs", "native", "raw", softmax, run):
+            S if (softmax, run) in stuck_cells else T
+            for softmax in ("activation", "layer", "op") for run in (None, "eager", "compiled")}
+
+
+EXPECTED = {
+    # Keras 3 on TensorFlow: its softmax (activation or layer) carries its logits (`_keras_logits`), and a
+    # traced graph shows the Softmax op of a bare tf.nn.softmax; only the bare op run eagerly leaves Keras
+    # nothing but the clip — the post's failure, with today's code.
+    "keras/tensorflow": {**cells(T, T, default_loop="eager"), **mechanism({("op", "eager")})},
+    # Legacy Keras 2.21 (tf_keras): the same two rescues (its backend.softmax caches logits since 2.14).
+    "keras/tf_keras": mechanism({("op", "eager")}),
+    # Keras 3 on JAX clips probabilities and never looks for logits: the post's failure, now in fit too.
+    "keras/jax": cells(S, S, default_loop="compiled"),
+    # PyTorch: log(softmax) of an underflowed probability is -inf; torch.compile does not rewrite it.
+    "torch": cells(D, D, default_loop="eager"),
+    # JAX: XLA does not rewrite log(softmax) either.
+    "jax": cells(D, D, default_loop="compiled"),
+}
+CELLS = [(row, key) for row, row_cells in EXPECTED.items() for key in row_cells]
+
+
+def cell_key(record: dict) -> tuple:
+    return (record["variant"], record["prob_loss"], record["input_scale"], record["softmax"], record["loop_exec"])
+
+
+def cell_id(row: str, key: tuple) -> str:
+    return "-".join([row, *(str(part) for part in key if part is not None)])
 
 
 @pytest.fixture(scope="module")
 def records(tmp_path_factory):
-    """Run every row once (its own process), keyed by (row, variant, flavour)."""
+    """Run every row's commands (each its own process), keyed by (row, cell)."""
     found = {}
-    for row, flags in ROW_COMMANDS.items():
+    for row, flag_sets in COMMANDS.items():
         out = tmp_path_factory.mktemp(row.replace("/", "_"))
-        command = [sys.executable, "-m", "experiments.run", *flags, "--variants", "all", "--prob-loss", "both",
-                   "--epochs", "1", "--data", str(TEST_SUBSET), "--out", str(out)]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, f"{row}: {' '.join(command)} failed:\n{result.stderr[-3000:]}"
+        for flags in flag_sets:
+            command = [sys.executable, "-m", "experiments.run", *ROW_FLAGS[row], *flags, "--epochs", "1",
+                       "--data", str(TEST_SUBSET), "--out", str(out)]
+            result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+            assert result.returncode == 0, f"{row}: {' '.join(command)} failed:\n{result.stderr[-3000:]}"
         for r in read_records(out / "runs.jsonl"):
-            found[(row, r["variant"], r["prob_loss"])] = r
+            found[(row, cell_key(r))] = r
     return found
 
 
-@pytest.mark.parametrize("row, variant, flavour", CELLS, ids=[f"{r}-{v}-{f or 'logits'}" for r, v, f in CELLS])
-def test_behaviour_cell(records, row, variant, flavour):
-    record = records.get((row, variant, flavour))
-    assert record is not None, f"{row} {variant} ({flavour}): no record"
-    expected, actual = EXPECTED[row][(variant, flavour)], classify(record)
+@pytest.mark.parametrize("row, key", CELLS, ids=[cell_id(row, key) for row, key in CELLS])
+def test_behaviour_cell(records, row, key):
+    record = records.get((row, key))
+    assert record is not None, f"{cell_id(row, key)}: no record"
+    expected, actual = EXPECTED[row][key], classify(record)
     assert actual == expected, (
-        f"{row} {variant} ({flavour or 'logits'}): expected {expected}, got {actual} — status {record['status']}, "
-        f"accuracy {record['test_accuracy']}, epoch cost {record['epoch_costs']}, loss path {record['loss_path']}, "
+        f"{cell_id(row, key)}: expected {expected}, got {actual} — status {record['status']}, accuracy "
+        f"{record['test_accuracy']}, epoch cost {record['epoch_costs']}, loss path {record['loss_path']}, "
         f"error {record['error']}")
     if actual == S:  # stuck the post's way: clipped rows at -ln(1e-7) = 16.1 dominate the cost
         assert record["epoch_costs"][-1] >= 12 and record["diagnostics"][-1]["saturated_share"] > 0.5
     if actual == D:
         assert record["first_nonfinite_step"] is not None and record["first_nonfinite_step"] < 30
+
+
+def test_every_run_is_a_cell(records):
+    """No command ran a cell the table does not expect (a new axis value would otherwise go untested)."""
+    unexpected = sorted(cell_id(row, key) for row, key in records if key not in EXPECTED[row])
+    assert not unexpected, f"runs without an expected outcome: {unexpected}"

@@ -1,5 +1,6 @@
-"""The benchmark command: the floor's GEMM list, the timing harness, the merge into bench.json/bench.md with its
-PASS/MISS logic (synthetic numbers), and one tiny real run. No timing assertions: targets live in the bench."""
+"""The benchmark: the floor's GEMM list, the timing harness (on a fake clock), the targets' PASS/MISS logic and
+the report files (synthetic numbers), the parent/child processes, and one tiny real run. No assertion on real
+timings: targets live in the bench's own report."""
 
 import argparse
 import json
@@ -11,9 +12,11 @@ import pytest
 
 from backends import BackendError
 from common.data import epoch_batches
+from common.results import backend_label
 from common.spec import Spec
 from common.weights import canonical_shapes
-from experiments import bench
+from experiments import bench, bench_measure, bench_render, bench_targets
+from experiments.bench_refs.gemms import step_gemms
 
 from tests_support import TEST_SUBSET
 
@@ -21,7 +24,7 @@ from tests_support import TEST_SUBSET
 # --- the floor --------------------------------------------------------------------------------------------------
 def test_step_gemms_cover_forward_and_backward_with_the_steps_shapes():
     spec = Spec()
-    gemms = bench.step_gemms(spec)
+    gemms = step_gemms(spec)
     kernels = [shape for name, shape in canonical_shapes(spec).items() if name.endswith(".kernel")]
     assert len(gemms) == 3 * len(kernels) - 1  # x@W and dW per layer; dX for all but the first
     for gemm in gemms:  # operands as stored, multiplied as the layout says, give (m, n)
@@ -36,31 +39,40 @@ def test_step_gemms_cover_forward_and_backward_with_the_steps_shapes():
 def test_floor_flops_are_three_passes_over_the_kernels_less_the_images_gradient():
     spec = Spec()
     kernel_params = sum(a * b for a, b in zip(spec.layer_sizes[:-1], spec.layer_sizes[1:]))
-    per_step = sum(g.flops for g in bench.step_gemms(spec))
+    per_step = sum(g.flops for g in step_gemms(spec))
     assert per_step == 3 * 2 * spec.batch_size * kernel_params - 2 * spec.batch_size * 784 * 512 == 635_494_400
-    assert bench.FULL_RUN_STEPS == 9000
-    assert per_step * bench.FULL_RUN_STEPS == pytest.approx(5.7e12, rel=0.01)  # DESIGN.md: ~5.7 TFLOP per run
+    assert bench_measure.FULL_RUN_STEPS == 9000
+    # docs/design.md, "Performance": 5.7 TFLOP of matrix multiplies per run.
+    assert per_step * bench_measure.FULL_RUN_STEPS == pytest.approx(5.7e12, rel=0.01)
 
 
 # --- the harness ------------------------------------------------------------------------------------------------
 def test_batch_calls_follow_the_shared_epoch_order_across_epochs():
     spec = Spec(train_size=300)
-    calls = bench.batch_calls(spec, 300, size=2, calls=3)
+    calls = bench_measure.batch_calls(spec, 300, size=2, calls=3)
     assert [c.shape for c in calls] == [(2, 100)] * 3
     expected = np.concatenate([epoch_batches(spec, 0, 300), epoch_batches(spec, 1, 300)])
     np.testing.assert_array_equal(np.concatenate(calls), expected)
 
 
-def test_measure_warms_every_run_up_then_times_them_round_robin():
-    seen = []
+def test_measure_warms_every_run_up_then_times_them_round_robin(monkeypatch):
+    """On a fake clock that only the runs advance: "a" takes 1 s a call, "b" 10 s."""
+    now, seen = [0.0], []
+    monkeypatch.setattr(bench_measure.time, "perf_counter", lambda: now[0])
 
-    def recorder(name):
-        return lambda arg: seen.append((name, arg)) or arg
+    def run(name, seconds):
+        def call(arg):
+            seen.append((name, arg))
+            now[0] += seconds
+            return arg
+        return call
 
-    timings = bench.measure({"a": (recorder("a"), [0, 1, 2]), "b": (recorder("b"), [10, 11, 12])})
+    timings = bench_measure.measure({"a": (run("a", 1.0), [0, 1, 2]), "b": (run("b", 10.0), [10, 11, 12])})
     assert seen == [("a", 0), ("b", 10), ("a", 1), ("b", 11), ("a", 2), ("b", 12)]
     assert timings["a"]["outputs"] == [1, 2] and timings["b"]["outputs"] == [11, 12]
-    assert all(t["warmup_s"] >= 0 and t["timed_s"] >= 0 for t in timings.values())
+    # The warm-up call is timed on its own; the timed total holds each run's own calls and nothing else.
+    assert (timings["a"]["warmup_s"], timings["a"]["timed_s"]) == (1.0, 2.0)
+    assert (timings["b"]["warmup_s"], timings["b"]["timed_s"]) == (10.0, 20.0)
 
 
 # --- merge, targets and report on synthetic numbers -------------------------------------------------------------
@@ -74,7 +86,7 @@ def path(mode, head, ms, floor, reference=None, **extra):
 def part(backend, engine, paths):
     env = {"python": "3", "numpy": "2", "frameworks": {backend: "1.0"}, "platform": "p", "cpu": "cpu",
            "cpu_count": 2, "device_name": "cpu", "threads": {}, "git_commit": None}
-    return {"backend": backend, "engine": engine, "label": bench.label(backend, engine), "status": "ok",
+    return {"backend": backend, "engine": engine, "label": backend_label(backend, engine), "status": "ok",
             "device": "cpu", "train_size": 60000, "paths": paths, "reference_loop": "a tutorial loop", "env": env}
 
 
@@ -96,7 +108,7 @@ def settings(**changes):
 
 
 def test_targets_pass_and_miss_on_synthetic_numbers():
-    report = bench.assemble(synthetic_parts(), settings(), "python -m experiments.bench", 12.0)
+    report = bench_targets.assemble(synthetic_parts(), settings(), "python -m experiments.bench", 12.0)
     status = {(t["target"].split()[0], t["path"]): t["status"] for t in report["targets"]}
     assert status[("compiled", "keras/tensorflow fit logits")] == "MISS"  # 2.5x the floor
     assert status[("loop", "keras/tensorflow loop logits")] == "PASS"  # 0.96x the post's loop
@@ -114,7 +126,7 @@ def test_targets_pass_and_miss_on_synthetic_numbers():
 def test_gpu_targets_are_full_run_seconds_and_torch_fit_against_eager():
     parts = [part("torch", None, [path("fit", "logits", 3.0, 0.1), path("loop", "logits", 2.0, 0.1, 2.5)]),
              part("jax", None, [path("fit", "logits", 0.2, 0.1)])]  # full runs: 27 s, 18 s, 1.8 s
-    report = bench.assemble(parts, settings(device="gpu"), "python -m experiments.bench --device gpu", 5.0)
+    report = bench_targets.assemble(parts, settings(device="gpu"), "python -m experiments.bench --device gpu", 5.0)
     status = {(t["target"], t["path"]): t["status"] for t in report["targets"]}
     assert status == {
         ("torch fit no slower than torch eager", "torch fit logits"): "MISS",
@@ -125,8 +137,8 @@ def test_gpu_targets_are_full_run_seconds_and_torch_fit_against_eager():
 
 
 def test_report_files_hold_the_figures_the_table_and_the_machine(tmp_path):
-    report = bench.assemble(synthetic_parts(), settings(), "python -m experiments.bench --steps 200", 12.0)
-    markdown = bench.write_report(report, tmp_path)
+    report = bench_targets.assemble(synthetic_parts(), settings(), "python -m experiments.bench --steps 200", 12.0)
+    markdown = bench_render.write_report(report, tmp_path)
     assert json.loads((tmp_path / "bench.json").read_text()) == report
     assert (tmp_path / "bench.md").read_text() == markdown
     assert "`python -m experiments.bench --steps 200`" in markdown

@@ -1,10 +1,8 @@
 """MNIST loading: every malformed file gets one clear message; identification; subsets; the batch order."""
 
-import os
 import subprocess
 import sys
 import warnings
-import zipfile
 
 import numpy as np
 import pytest
@@ -12,7 +10,9 @@ import pytest
 from common.data import (DataError, UnknownDataWarning, content_sha256, epoch_batches, find_mnist, load_mnist,
                          prepare)
 from common.spec import Spec
-from tests_support import SHARED_MNIST, TEST_SUBSET, write_npz
+from tests_support import TEST_SUBSET, full_mnist, write_npz
+
+FULL_MNIST = full_mnist()
 
 
 def good_arrays(n_train=200, n_test=50):
@@ -116,17 +116,17 @@ def test_vendored_subset_is_identified_by_content():
     assert list(mnist.y_train[:10]) == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]  # MNIST's first labels
 
 
-@pytest.mark.skipif(not SHARED_MNIST.exists(), reason="../shared/data/mnist.npz is only on this project's machines")
-def test_shared_file_is_identified_by_content_hash():
+@pytest.mark.skipif(FULL_MNIST is None, reason="no full MNIST here: set MNIST_PATH to a copy of Keras' mnist.npz")
+def test_full_mnist_is_identified_by_content_hash():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        mnist = load_mnist(SHARED_MNIST)
+        mnist = load_mnist(FULL_MNIST)
     assert mnist.content_sha256 == "06b0d1f124c4e5fa796686ade41a9b778edacc8622f2195a352ef479ad44fc16"
     assert np.bincount(mnist.y_train).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 
 
 def test_make_test_subset_reproduces_the_vendored_file(tmp_path):
-    source = SHARED_MNIST if SHARED_MNIST.exists() else TEST_SUBSET  # the subset's own prefix is itself
+    source = FULL_MNIST or TEST_SUBSET  # the subset's own prefix is itself
     out = tmp_path / "subset.npz"
     subprocess.run([sys.executable, "-m", "experiments.make_test_subset", "--data", str(source), "--out", str(out)],
                    check=True, capture_output=True)

@@ -1,20 +1,26 @@
-"""Parity suite: the three backends compute the same model, losses and training steps as the numpy oracle.
+"""Parity suite: every backend computes the same model, losses, dropout and training steps as the numpy oracle.
 
 Every check loads the canonical initial weights into each backend (Keras on its TensorFlow engine, PyTorch,
-JAX) in this one process and compares with ``common.reference`` (float64) and with each other. A failure
-names the backend pair, the tensor and the largest difference. Tolerances (fp32 frameworks against a
-float64 oracle) are stated where they are used, with the measurement behind them.
+JAX) in this one process and compares with ``common.reference`` (float64) and with each other; the dropout
+check also runs on the other Keras engines, a process each. A failure names the backend (pair), the tensor
+or layer and the largest difference. Tolerances (fp32 frameworks against a float64 oracle) are stated where
+they are used, with the measurement behind them (docs/design.md, "Parity").
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
+import dropout_check
 import numpy as np
 import pytest
 
-from backends import BACKEND_NAMES, get_backend
+from backends import BACKEND_NAMES, KERAS_ENGINES, get_backend
 from common import reference
 from common.data import epoch_batches, prepare, scale
 from common.reference_trainer import ReferenceTrainer
@@ -75,7 +81,7 @@ def test_forward_matches_reference_and_each_other(backends, subset_mnist, input_
     largest = float(np.abs(logits["numpy"]).max())
     # Unit-scaled inputs keep logits below ~0.6 and fp32 frameworks differ by ~4e-7: 1e-5 absolute. Raw
     # pixels push logits to ~142, where fp32 rounding alone moves them by 0.9-1.6e-4 (6e-7..1.1e-6 of the
-    # largest logit, DESIGN.md "Tests"): 1e-5 of the largest |logit| there.
+    # largest logit, docs/design.md "Parity"): 1e-5 of the largest |logit| there.
     tolerance = 1e-5 if input_scale == "unit" else 1e-5 * largest
     assert_all_close(logits, f"logits ({input_scale} inputs)", tolerance)
     # Softmax changes by at most half the largest logit change (its Jacobian's row sums are 2 p (1 - p) <= 1/2),
@@ -154,18 +160,73 @@ def test_saturated_logits_loss_matches_the_reference(backends, loss_fixtures, na
     assert max_diff(grad, golden_grad) < 1e-7, name
 
 
-def test_parameter_gradients_match_the_reference(backends, subset_mnist):
-    spec = Spec(input_scale="unit")
+# The (head, probability-loss flavour) that computes each reference loss kind.
+HEAD_AND_FLAVOUR = {"logits": ("logits", "native"), "native": ("probs", "native"), "clipped": ("probs", "clipped")}
+
+
+@pytest.mark.parametrize("kind", reference.LOSS_KINDS)
+def test_parameter_gradients_match_the_reference(backends, subset_mnist, kind):
+    """Unit-scaled inputs, where every kind is finite (Keras' recovered-logit native loss equals the log of the
+    probabilities there, to fp32 rounding)."""
+    head, flavour = HEAD_AND_FLAVOUR[kind]
+    spec = Spec(input_scale="unit", prob_loss=flavour)
     weights = initial_weights(spec)
     x, y = scale(subset_mnist.x_train[:100], "unit"), np.eye(10, dtype=np.float32)[subset_mnist.y_train[:100]]
-    golden_loss, golden = reference.loss_and_grads(weights, x, y, "logits")
+    golden_loss, golden = reference.loss_and_grads(weights, x, y, kind)
     for name, backend in backends.items():
-        loss, grads = backend.loss_and_grads(spec, "logits", backend.build_model(spec, "logits", weights), x, y)
-        assert loss == pytest.approx(golden_loss, rel=1e-6), name
+        loss, grads = backend.loss_and_grads(spec, head, backend.build_model(spec, head, weights), x, y)
+        assert loss == pytest.approx(golden_loss, rel=1e-6), f"{name} {kind}"
+        assert set(grads) == set(golden), f"{name} {kind}: gradient names"
         for key in golden:
             scale_ = float(np.abs(golden[key]).max()) or 1.0
-            # fp32 backprop through 5 layers against float64: 1e-5 of each tensor's largest entry.
-            assert max_diff(grads[key], golden[key]) <= 1e-5 * scale_, f"{name}: d{key} differs"
+            # fp32 backprop through 5 layers against float64: 1e-5 of each tensor's largest entry (measured
+            # <= 4.4e-7 of it; a transposed or misnamed tensor is off by O(1)).
+            assert max_diff(grads[key], golden[key]) <= 1e-5 * scale_, f"{name} {kind}: d{key} differs"
+
+
+@pytest.mark.parametrize("kind", reference.LOSS_KINDS)
+def test_probe_and_evaluate_match_the_reference_and_leave_the_weights(backends, subset_mnist, kind):
+    """What the driver reads from a trainer: eval-mode logits and gradient norm (the diagnostics), the test loss
+    and predicted classes; neither may move the weights."""
+    head, flavour = HEAD_AND_FLAVOUR[kind]
+    spec = Spec(input_scale="unit", prob_loss=flavour, train_size=100, test_size=100)
+    data, weights = prepare(spec, subset_mnist), initial_weights(spec)
+    x, y = data.x_test, data.y_test
+    golden_logits = reference.forward(weights, x)[0]
+    _, golden_grads = reference.loss_and_grads(weights, x, y, kind)
+    golden_norm = math.sqrt(sum(float((g ** 2).sum()) for g in golden_grads.values()))
+    for name, backend in backends.items():
+        trainer = backend.make_trainer(spec, VARIANTS[f"loop_{head}"], data, weights)
+        logits, grad_norm = trainer.probe(x, y)
+        loss, predicted = trainer.evaluate(x, y)
+        # Unit-scaled logits: 1e-5 absolute as in the forward check; the norm and loss are sums of fp32 terms
+        # (measured ~1e-7 relative).
+        assert max_diff(logits, golden_logits) <= 1e-5, f"{name} {kind}: probe logits"
+        assert grad_norm == pytest.approx(golden_norm, rel=1e-5), f"{name} {kind}: probe gradient norm"
+        assert loss == pytest.approx(reference.loss_from_logits(kind, golden_logits, y), rel=1e-5), f"{name} {kind}"
+        assert np.array_equal(predicted, golden_logits.argmax(-1)), f"{name} {kind}: predicted classes"
+        after = trainer.weights()
+        assert all(np.array_equal(after[k], weights[k]) for k in weights), f"{name} {kind}: weights moved"
+
+
+# Which computation each backend's probability loss runs (common.diagnostics.LOSS_PATHS), as its trainers
+# report it: Keras on TensorFlow finds the logits behind its softmax output; PyTorch and JAX take the log as
+# written. The logits head is "logits" everywhere.
+PROBS_LOSS_PATH = {
+    "keras": {"native": "recovered_logits", "clipped": "clipped_probs"},
+    "torch": {"native": "log_probs", "clipped": "clipped_probs"},
+    "jax": {"native": "log_probs", "clipped": "clipped_probs"},
+}
+
+
+@pytest.mark.parametrize("name", BACKEND_NAMES)
+def test_every_trainer_reports_the_loss_path_it_runs(backends, subset_mnist, name):
+    spec = Spec(train_size=100, test_size=100)
+    data, weights = prepare(spec, subset_mnist), initial_weights(spec)
+    for variant, flavour in itertools.product(VARIANTS.values(), PROBS_LOSS_PATH[name]):
+        trainer = backends[name].make_trainer(spec.replace(prob_loss=flavour), variant, data, weights)
+        expected = PROBS_LOSS_PATH[name][flavour] if variant.uses_prob_loss else "logits"
+        assert trainer.loss_path == expected, f"{name} {variant.name} ({flavour})"
 
 
 # 4. Training parity ---------------------------------------------------------------------------------------
@@ -254,6 +315,39 @@ def test_adam_epsilon_placement_explains_the_keras_gap(trained):
     assert placement.max() > 10 * TOLERANCE["adam"]["loss"]
     # ... and the framework gap is that placement effect, step by step, up to fp32 noise.
     assert np.allclose(frameworks, placement, rtol=0.05, atol=TOLERANCE["adam"]["loss"])
+
+
+# 5. Dropout -----------------------------------------------------------------------------------------------
+
+# Keras engines other than TensorFlow need a process each; they run the same measurement there.
+OTHER_KERAS_ENGINES = [engine for engine in KERAS_ENGINES if engine != "tensorflow"]
+
+
+@pytest.fixture(scope="module")
+def engine_dropout():
+    """``dropout_check.measure`` of Keras on every other engine, one process each, run side by side."""
+    script = Path(__file__).with_name("dropout_check.py")
+    processes = {engine: subprocess.Popen([sys.executable, str(script), engine], stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, text=True) for engine in OTHER_KERAS_ENGINES}
+    figures = {}
+    for engine, process in processes.items():
+        out, err = process.communicate(timeout=600)
+        assert process.returncode == 0, f"keras/{engine}: the dropout measurement failed:\n{err[-3000:]}"
+        figures[engine] = json.loads(out)
+    return figures
+
+
+@pytest.mark.parametrize("name", BACKEND_NAMES)
+def test_dropout_keeps_scales_and_redraws_its_masks(backends, name):
+    """Inverted dropout at the spec's rate, fresh masks per layer and per step, none in eval mode."""
+    found = dropout_check.failures(dropout_check.measure(backends[name]))
+    assert not found, f"{name}: " + "; ".join(found)
+
+
+@pytest.mark.parametrize("engine", OTHER_KERAS_ENGINES)
+def test_dropout_on_the_other_keras_engines(engine_dropout, engine):
+    found = dropout_check.failures(engine_dropout[engine])
+    assert not found, f"keras/{engine}: " + "; ".join(found)
 
 
 # 6. Determinism -------------------------------------------------------------------------------------------

@@ -23,7 +23,8 @@ def fake(variant, backend="torch", engine=None, seed=777, status="ok", accuracy=
         epoch_costs=costs, step_losses=np.array(costs), status=status,
         diagnostics=[EpochDiagnostics(e, 0.89 if accuracy < 0.3 else 0.0, 0.0, 140.0, path) for e in range(3)],
         first_nonfinite_step=7 if status == "diverged" else None, test_loss=0.3,
-        test_accuracy=float("nan") if status == "diverged" else accuracy, loss_path=path, wall_seconds=1.0,
+        test_accuracy=float("nan") if status == "diverged" else accuracy,
+        test_predicted_shares=np.full(10, 0.1), loss_path=path, wall_seconds=1.0,
         compile_seconds=0.0, steps_per_second=10.0, trainer=None)
     spec = spec.replace(seed=seed, prob_loss=prob_loss)
     return make_record(spec, VARIANTS[variant], backend, engine, "cpu", "abc", {"frameworks": {"torch": "2.13.0"}},
@@ -58,7 +59,8 @@ def test_table_cells_marks_and_post_row(runs):
     assert list(table.rows) == ["keras/jax", "keras/tensorflow", "torch"]
     text = table_markdown(table)
     torch_row = next(line for line in text.splitlines() if line.startswith("| torch |"))
-    assert "✗ diverged" in torch_row and "0.9600 ± 0.0141 (n=2)" in torch_row
+    # mean 0.96, std 0.0141, 95% CI 0.96 ± t(0.975, 1) · 0.0141 / sqrt(2) = 0.96 ± 0.1271
+    assert "✗ diverged" in torch_row and "0.9600 [0.8329, 1.0871] (n=2)" in torch_row
     assert "0.1000 (n=1) ⚠ stuck" in text
     assert text.splitlines()[-1] == "| post (TF 2.x / Keras 2, 2020) | 0.9715 | 0.2092 ⚠ stuck | 0.9701 | 0.9725 |"
     rows = list(csv.DictReader(io.StringIO(table_csv(table))))
@@ -66,13 +68,18 @@ def test_table_cells_marks_and_post_row(runs):
     assert (cell["outcome"], cell["n"], cell["accuracy_mean"]) == ("trains", "2", "0.960000")
 
 
-def test_flavour_rows_when_both_flavours_ran():
+def test_control_rows_beside_the_posts_cells():
+    """The post's cells (native loss, raw pixels) form the backend's row; each control gets a row below it,
+    and the logits variants, which have no control, sit in the post's row only."""
     records = [fake("loop_probs", status="diverged", path="log_probs"),
                fake("loop_probs", accuracy=0.1, path="clipped_probs", prob_loss="clipped"),
+               fake("loop_probs", accuracy=0.9, path="log_probs", spec=SPEC.replace(input_scale="unit")),
+               fake("loop_probs", status="diverged", path="log_probs", spec=SPEC.replace(softmax="op")),
                fake("loop_logits", accuracy=0.95)]
     table = build_table(records)
-    assert list(table.rows) == ["torch/clipped", "torch/native"]
-    assert all("loop_logits" in cells for cells in table.rows.values())  # logits runs fill both rows
+    assert list(table.rows) == ["torch", "torch · clipped loss", "torch · softmax op", "torch · unit inputs"]
+    assert set(table.rows["torch"]) == {"loop_probs", "loop_logits"}
+    assert set(table.rows["torch · unit inputs"]) == {"loop_probs"}
 
 
 def test_newest_family_only(runs):

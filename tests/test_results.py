@@ -18,7 +18,7 @@ def outcome(status="ok", costs=(2.0, 1.0), accuracy=0.9):
         epoch_costs=list(costs), step_losses=np.array(costs), status=status,
         diagnostics=[EpochDiagnostics(0, 0.5, float("nan"), 142.0, "logits")],
         first_nonfinite_step=3 if status == "diverged" else None, test_loss=float("nan"),
-        test_accuracy=accuracy, loss_path="logits", wall_seconds=1.0, compile_seconds=0.25,
+        test_accuracy=accuracy, test_predicted_shares=np.array([0.25, 0.75]), loss_path="logits", wall_seconds=1.0, compile_seconds=0.25,
         steps_per_second=8.0, trainer=None)
 
 
@@ -35,6 +35,22 @@ def test_record_has_the_fixed_keys_and_no_nan():
     assert r["prob_loss"] is None  # logits variants have no probability-loss flavour
     assert make_record(Spec(), VARIANTS["fit_probs"], "jax", None, "cpu", "abc", {}, outcome())["prob_loss"] == "native"
     json.dumps(r, allow_nan=False)
+
+
+def test_new_axes_round_trip(tmp_path):
+    """softmax, loop_exec, the predicted-class and label shares are written and read back as given."""
+    spec = Spec(softmax="op", loop_exec="compiled")
+    shares = {"train": [0.4, 0.6], "test": [0.5, 0.5]}
+    written = make_record(spec, VARIANTS["loop_probs"], "keras", "tensorflow", "cpu", "abc", {}, outcome(),
+                          label_shares=shares)
+    append_record(tmp_path / "runs.jsonl", written)
+    (read,) = read_records(tmp_path / "runs.jsonl")
+    assert read == written
+    assert (read["softmax"], read["loop_exec"]) == ("op", "compiled")
+    assert read["test_predicted_shares"] == [0.25, 0.75] and read["label_shares"] == shares
+    assert Spec.from_dict(read["spec"]) == spec
+    logits = make_record(spec, VARIANTS["fit_logits"], "keras", "tensorflow", "cpu", "abc", {}, outcome())
+    assert logits["softmax"] is None  # the logits head has no softmax form
 
 
 def test_failed_record():
@@ -75,7 +91,10 @@ def test_finished_keys_skip_failed_runs(tmp_path):
 
 def test_environment_names_machine_and_versions():
     env = capture_env({"torch": "2.13.0"}, "cpu", {"intra_op": 2})
-    assert env["frameworks"] == {"torch": "2.13.0"} and env["threads"] == {"intra_op": 2}
+    assert env["frameworks"] == {"torch": "2.13.0"}
+    assert env["threads"] == {"intra_op": 2, "inter_op": None, "omp_wait_policy": None}  # every record: same keys
+    with pytest.raises(ValueError, match="tf_intra_op"):
+        capture_env({}, "cpu", {"tf_intra_op": 2})
     assert env["python"].count(".") == 2 and env["numpy"] == np.__version__
     assert env["cpu"] and env["cpu_count"] >= 1
     assert env["git_commit"] is None or len(env["git_commit"].split("+")[0]) == 40

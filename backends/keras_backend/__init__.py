@@ -60,6 +60,10 @@ class KerasBackend(Backend):
     def forward(self, model: Any, x: np.ndarray) -> np.ndarray:
         return self.keras_engine.to_numpy(model(x, training=False))
 
+    def hidden_outputs(self, model: Any, x: np.ndarray, training: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+        to_numpy = self.keras_engine.to_numpy
+        return [(to_numpy(a), to_numpy(h)) for a, h in mlp.hidden_outputs(self.keras_engine, model, x, training)]
+
     # --- loss ---------------------------------------------------------------------------------------------
     def loss_and_grad_logits(self, head: str, prob_loss: str, logits: np.ndarray, y: np.ndarray,
                              clip_epsilon: float = 1e-7) -> tuple[float, np.ndarray]:
@@ -69,7 +73,7 @@ class KerasBackend(Backend):
 
     def loss_and_grads(self, spec: Spec, head: str, model: Any, x: np.ndarray, y: np.ndarray) -> tuple[float, Weights]:
         engine = self.keras_engine
-        loss_fn = mlp.loss_function(engine, head, spec.prob_loss, spec.clip_epsilon)
+        loss_fn = mlp.make_loss(engine, head, spec.prob_loss, spec.clip_epsilon)
         loss, grads = engine.value_and_grads(model, loss_fn, x, y, training=False)
         names = mlp.canonical_names(engine, model)
         return float(engine.to_numpy(loss)), {n: engine.to_numpy(g) for n, g in zip(names, grads)}

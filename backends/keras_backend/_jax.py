@@ -42,15 +42,19 @@ class JaxEngine(Engine):
     def value_and_grad_input(self, fn, z):
         return jax.value_and_grad(fn)(jax.numpy.asarray(z))
 
-    def stepper(self, model, optimizer, loss_fn) -> Stepper:
-        return JitStepper(model, optimizer, loss_fn)
+    def softmax_op(self, z):
+        return jax.nn.softmax(z)
+
+    def stepper(self, model, optimizer, loss_fn, compiled: bool) -> Stepper:
+        return JitStepper(model, optimizer, loss_fn, compiled)
 
 
 class JitStepper(Stepper):
     """Keras' JAX training-loop recipe. The state (parameters, dropout seeds, Adam moments) lives in JAX
-    arrays between steps and is written back to the Keras variables by ``sync``."""
+    arrays between steps and is written back to the Keras variables by ``sync``. ``compiled=False`` runs the
+    same pure step without ``jax.jit``, op by op."""
 
-    def __init__(self, model, optimizer, loss_fn):
+    def __init__(self, model, optimizer, loss_fn, compiled: bool = True):
         optimizer.build(model.trainable_variables)
         self.model, self.optimizer = model, optimizer
         self.state = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables],
@@ -69,18 +73,18 @@ class JitStepper(Stepper):
             return loss, (trainable, non_trainable, optimizer_state)
 
         self._jitted = jax.jit(train_step)
-        self._compiled = None
+        self._step = None if compiled else train_step  # None: AOT-compiled on the first epoch
 
     def run(self, ops, x_all, y_all, batches):
         """Each step takes the device data and its numpy index row: slicing a device array per step costs a
         dispatch (~0.2 ms on a CPU), which made this loop slower than the Keras guide's numpy-fed one."""
-        if self._compiled is None:  # compile ahead of time, so that its cost is measured on its own
+        if self._step is None:  # compile ahead of time, so that its cost is measured on its own
             start = time.perf_counter()
-            self._compiled = self._jitted.lower(self.state, x_all, y_all, batches[0]).compile()
+            self._step = self._jitted.lower(self.state, x_all, y_all, batches[0]).compile()
             self.compile_seconds = time.perf_counter() - start
         losses = []
         for rows in batches:
-            loss, self.state = self._compiled(self.state, x_all, y_all, rows)
+            loss, self.state = self._step(self.state, x_all, y_all, rows)
             losses.append(loss)
         return losses
 

@@ -7,6 +7,8 @@ gradient of the loss w.r.t. the parameters, then the Keras optimizer's update un
 
 from __future__ import annotations
 
+import os
+
 import keras
 import torch
 
@@ -20,16 +22,26 @@ class TorchEngine(Engine):
     def versions(self) -> dict[str, str]:
         return {"keras": keras.__version__, "torch": torch.__version__}
 
+    def dropout_seed(self, seed: int, layer: int) -> int:
+        # This engine seeds a torch.Generator with seed + the layer's call count, so with consecutive seeds
+        # layer i + 1 replays layer i's masks one step later (seen in the parity suite's dropout check).
+        # Seeds 2**20 apart stay distinct for longer than any run (9,000 steps).
+        return seed + layer * 2**20
+
     def device_name(self) -> str:
         return torch.cuda.get_device_name() if self.device == "gpu" else "cpu"
 
     def threads(self) -> dict[str, int]:
-        return {"torch_intra_op": torch.get_num_threads(), "torch_inter_op": torch.get_num_interop_threads()}
+        return {"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads(),
+                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
 
     def value_and_grads(self, model, loss_fn, x, y, training: bool):
         loss = loss_fn(y, model(x, training=training))
         grads = torch.autograd.grad(loss, [v.value for v in model.trainable_variables])
         return loss.detach(), list(grads)
+
+    def softmax_op(self, z):
+        return torch.softmax(z, dim=-1)
 
     def value_and_grad_input(self, fn, z):
         z = self.ops.convert_to_tensor(z).requires_grad_(True)

@@ -9,9 +9,12 @@ things Keras leaves to the engine (gradients, applying an update, the hand-writt
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import importlib.util
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from backends.base import BackendError
@@ -24,6 +27,8 @@ ENGINES = {
     "tf_keras": ("_tf", None, "tensorflow", "keras"),
 }
 _loaded: set[str] = set()  # the engine this process runs, once one is loaded
+#: Set to keep the frameworks' C++ start-up messages on the terminal (``quiet_startup``); inherited by children.
+STARTUP_LOGS_ENV = "XENT_PARITY_STARTUP_LOGS"
 
 
 class Engine:
@@ -48,6 +53,10 @@ class Engine:
     def threads(self) -> dict[str, Any]:
         return {}
 
+    def dropout_seed(self, seed: int, layer: int) -> int:
+        """The seed of hidden layer ``layer``'s Dropout: one per layer, so that layers draw different masks."""
+        return seed + layer
+
     def value_and_grads(self, model, loss_fn, x, y, training: bool):
         """``loss_fn(y, model(x))`` and its gradients w.r.t. ``model.trainable_variables`` (no update)."""
         raise NotImplementedError
@@ -56,8 +65,14 @@ class Engine:
         """``fn(z)`` and its gradient w.r.t. the array ``z``."""
         raise NotImplementedError
 
-    def stepper(self, model, optimizer, loss_fn) -> Stepper:
-        """The hand-written training step a user of this engine writes (see ``EagerStepper``)."""
+    def softmax_op(self, z):
+        """The engine's own bare softmax over the last axis (``tf.nn.softmax``, ``jax.nn.softmax``, ...)."""
+        raise NotImplementedError
+
+    def stepper(self, model, optimizer, loss_fn, compiled: bool) -> Stepper:
+        """The hand-written training step a user of this engine writes (``EagerStepper``), or compiled."""
+        if compiled:
+            raise NotImplementedError(f"the {self.name} engine has no compiled loop")
         return EagerStepper(self, model, optimizer, loss_fn)
 
     def apply(self, optimizer, grads, variables) -> None:
@@ -106,7 +121,8 @@ def load(name: str, device: str) -> Engine:
     _check_no_other_engine(name, keras_backend)
     _set_environment(name, keras_backend, device)
     try:
-        adapter = importlib.import_module(f"backends.keras_backend.{module_name}")
+        with quiet_startup():
+            adapter = importlib.import_module(f"backends.keras_backend.{module_name}")
     except ModuleNotFoundError as exc:
         missing = (exc.name or "").split(".")[0]
         if missing in (framework, "keras", "tf_keras", "tensorflow", "jaxlib"):
@@ -116,7 +132,38 @@ def load(name: str, device: str) -> Engine:
             ) from None
         raise
     _loaded.add(name)
-    return adapter.load(name, device)
+    with quiet_startup():  # listing devices is what runs cuInit
+        engine = adapter.load(name, device)
+        # Keras' set_random_seed, which every trainer calls, imports TensorFlow on every engine when it is
+        # installed (to seed it too): let TensorFlow start here, where its start-up lines are held back.
+        if importlib.util.find_spec("tensorflow") is not None:
+            importlib.import_module("tensorflow")
+    return engine
+
+
+@contextlib.contextmanager
+def quiet_startup() -> Iterator[None]:
+    """Point the process' stderr descriptor at /dev/null while a framework starts, unless ``STARTUP_LOGS_ENV``
+    is set (``--startup-logs``).
+
+    TensorFlow's C++ runtime writes its start-up lines (oneDNN notes; "Could not find cuda drivers" and a
+    failed cuInit on machines without a GPU) straight to descriptor 2, before its log-level setting is read,
+    so neither ``sys.stderr`` nor ``TF_CPP_MIN_LOG_LEVEL`` can hold them back. Errors still surface: they are
+    Python exceptions, raised after the descriptor is restored.
+    """
+    if os.environ.get(STARTUP_LOGS_ENV):
+        yield
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _check_no_other_engine(name: str, keras_backend: str | None) -> None:
@@ -132,7 +179,8 @@ def _check_no_other_engine(name: str, keras_backend: str | None) -> None:
 
 
 def _set_environment(name: str, keras_backend: str | None, device: str) -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter, unless asked for
+    if not os.environ.get(STARTUP_LOGS_ENV):
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's info and warning lines, unless asked for
     if keras_backend is None:
         os.environ["TF_USE_LEGACY_KERAS"] = "1"
     else:

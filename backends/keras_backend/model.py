@@ -10,7 +10,7 @@ import numpy as np
 
 from backends.keras_backend.engine import Engine
 from common.spec import INPUT_DIM, Spec
-from common.weights import Weights, layer_names
+from common.weights import Weights, layer_names, param_name
 
 # A saturated row for ``detect_loss_path``: softmax([0, 200])[0] underflows to exactly 0 in float32.
 _SATURATED_LOGITS = np.array([[0.0, 200.0]], np.float32)
@@ -21,6 +21,10 @@ _SATURATED_LOGIT_LOSS = 200.0
 def build_model(engine: Engine, spec: Spec, head: str, weights: Weights):
     """Sequential 784-512x4-10 as in the post: ReLU, Dropout after each hidden layer, softmax head or none.
 
+    The probs head's softmax is written as ``spec.softmax`` says: the post's ``Dense(10, activation="softmax")``,
+    or ``Dense(10)`` followed by ``keras.layers.Softmax()`` or by ``SoftmaxOp`` (the engine's bare op). The
+    numbers are the same; what differs is whether Keras' loss can find the logits behind the output.
+
     Layers are named ``dense_i`` like the canonical weights. Each Dropout gets its own seed from the spec, so the
     same spec gives the same masks in every run (Keras 3 derives its dropout masks from per-layer seed state).
     """
@@ -29,12 +33,39 @@ def build_model(engine: Engine, spec: Spec, head: str, weights: Weights):
     layers = [keras.Input(shape=(INPUT_DIM,))]
     for i, name in enumerate(names[:-1]):
         layers.append(keras.layers.Dense(spec.hidden_units, activation="relu", name=name))
-        layers.append(keras.layers.Dropout(spec.drop_rate, seed=spec.seed + i, name=f"dropout_{i}"))
-    layers.append(keras.layers.Dense(spec.layer_sizes[-1], activation="softmax" if head == "probs" else None,
-                                     name=names[-1]))
+        layers.append(keras.layers.Dropout(spec.drop_rate, seed=engine.dropout_seed(spec.seed, i),
+                                           name=f"dropout_{i}"))
+    layers += head_layers(engine, head, spec.softmax, spec.layer_sizes[-1], names[-1])
     model = keras.Sequential(layers, name=f"mlp_{head}")
     set_weights(engine, model, weights)
     return model
+
+
+def head_layers(engine: Engine, head: str, softmax: str, units: int, name: str) -> list:
+    """The output layer(s): a Dense of ``units``, and for the probs head the softmax in the form asked for."""
+    keras = engine.keras
+    if head == "probs" and softmax == "activation":
+        return [keras.layers.Dense(units, activation="softmax", name=name)]
+    dense = keras.layers.Dense(units, name=name)
+    if head == "logits":
+        return [dense]
+    if softmax == "layer":
+        return [dense, keras.layers.Softmax(name="softmax")]
+    return [dense, softmax_op_layer(engine)]
+
+
+def softmax_op_layer(engine: Engine):
+    """A layer whose call is the engine's bare softmax op and nothing else (``tf.nn.softmax`` on TensorFlow).
+
+    Its output carries no ``_keras_logits``; only a traced graph still shows where it came from (a ``Softmax``
+    op), which is what Keras' ``_get_logits`` looks for under ``tf.function``.
+    """
+
+    class SoftmaxOp(engine.keras.layers.Layer):
+        def call(self, inputs):
+            return engine.softmax_op(inputs)
+
+    return SoftmaxOp(name="softmax_op")
 
 
 def dense_layers(engine: Engine, model) -> list:
@@ -43,20 +74,20 @@ def dense_layers(engine: Engine, model) -> list:
 
 def set_weights(engine: Engine, model, weights: Weights) -> None:
     for i, layer in enumerate(dense_layers(engine, model)):
-        layer.set_weights([weights[f"dense_{i}.kernel"], weights[f"dense_{i}.bias"]])
+        layer.set_weights([weights[param_name(i, "kernel")], weights[param_name(i, "bias")]])
 
 
 def get_weights(engine: Engine, model) -> Weights:
     weights: Weights = {}
     for i, layer in enumerate(dense_layers(engine, model)):
         kernel, bias = layer.get_weights()
-        weights[f"dense_{i}.kernel"], weights[f"dense_{i}.bias"] = kernel, bias
+        weights[param_name(i, "kernel")], weights[param_name(i, "bias")] = kernel, bias
     return weights
 
 
 def canonical_names(engine: Engine, model) -> list[str]:
     """Canonical names in the order of ``model.trainable_variables`` (kernel, bias per Dense, in layer order)."""
-    names = [f"dense_{i}.{part}" for i in range(len(dense_layers(engine, model))) for part in ("kernel", "bias")]
+    names = [param_name(i, part) for i in range(len(dense_layers(engine, model))) for part in ("kernel", "bias")]
     ordered = [var for layer in dense_layers(engine, model) for var in (layer.kernel, layer.bias)]
     assert all(a is b for a, b in zip(ordered, model.trainable_variables, strict=True)), "unexpected order"
     return names
@@ -64,13 +95,23 @@ def canonical_names(engine: Engine, model) -> list[str]:
 
 def logits(engine: Engine, model, x, training: bool = False):
     """The last Dense layer's pre-activation (for the logits head: the model output itself)."""
-    *body, last = model.layers
-    for layer in body:
+    last = dense_layers(engine, model)[-1]
+    for layer in model.layers[:model.layers.index(last)]:
         x = layer(x, training=training)
     return engine.ops.matmul(x, last.kernel) + last.bias
 
 
-def loss_function(engine: Engine, head: str, prob_loss: str, clip_epsilon: float):
+def hidden_outputs(engine: Engine, model, x, training: bool) -> list[tuple]:
+    """(ReLU output, Dropout output) of every hidden layer in one pass, the Dropouts in ``training`` mode."""
+    pairs, h = [], engine.ops.convert_to_tensor(x)
+    for layer in model.layers:
+        activation, h = h, layer(h, training=training)
+        if isinstance(layer, engine.keras.layers.Dropout):
+            pairs.append((activation, h))
+    return pairs
+
+
+def make_loss(engine: Engine, head: str, prob_loss: str, clip_epsilon: float):
     """``loss(y, output)``: the batch-mean cross-entropy of the head, as in the post's ``criterion``.
 
     logits head: ``categorical_crossentropy(from_logits=True)``. probs head, ``native``: Keras' own
@@ -93,28 +134,29 @@ def loss_function(engine: Engine, head: str, prob_loss: str, clip_epsilon: float
 def loss_of_logits(engine: Engine, head: str, prob_loss: str, clip_epsilon: float, y):
     """``f(z)``: the head's loss on logits ``z``. The probs head first applies Keras' softmax activation — the
     function behind the model's ``activation='softmax'`` — so any logit recovery Keras does happens here too."""
-    loss = loss_function(engine, head, prob_loss, clip_epsilon)
+    loss = make_loss(engine, head, prob_loss, clip_epsilon)
     if head == "logits":
         return lambda z: loss(y, z)
     return lambda z: loss(y, engine.keras.activations.softmax(z))
 
 
-def detect_loss_path(engine: Engine, head: str, prob_loss: str, traced: bool) -> str:
+def detect_loss_path(engine: Engine, head: str, prob_loss: str, softmax: str, traced: bool) -> str:
     """Which computation the probs head's ``native`` loss runs, found by running it, not by reading sources.
 
-    A one-layer softmax model outputs softmax([0, 200]) for the true class 0 — a probability that underflows
-    to 0 — and the native loss is evaluated on it, eagerly (``model(x)`` then the loss, as the loops do) or in
-    Keras' compiled test step (``traced``, the same tracing as ``fit``). The logit loss is 200; a clipped one
-    is -ln(1e-7) = 16.1; the raw log is inf. The other cases are fixed by construction.
+    A one-layer model with the run's softmax form outputs softmax([0, 200]) for the true class 0 — a
+    probability that underflows to 0 — and the native loss is evaluated on it, eagerly (``model(x)`` then the
+    loss, as eager loops do) or in Keras' compiled test step (``traced``: the tracing of ``fit`` and of a
+    compiled loop step). The logit loss is 200; a clipped one is -ln(1e-7) = 16.1; the raw log is inf. The
+    other cases are fixed by construction.
     """
     if head == "logits":
         return "logits"
     if prob_loss == "clipped":
         return "clipped_probs"
     keras = engine.keras
-    probe = keras.Sequential([keras.Input(shape=(2,)), keras.layers.Dense(2, activation="softmax")])
+    probe = keras.Sequential([keras.Input(shape=(2,)), *head_layers(engine, head, softmax, 2, "dense")])
     probe.set_weights([np.eye(2, dtype=np.float32), np.zeros(2, np.float32)])
-    loss = loss_function(engine, head, prob_loss, 1e-7)
+    loss = make_loss(engine, head, prob_loss, 1e-7)
     if traced:
         probe.compile(loss=loss)
         value = probe.evaluate(_SATURATED_LOGITS, _SATURATED_TARGET, verbose=0)

@@ -34,7 +34,7 @@ class KerasTrainer(Trainer):
         engine.keras.utils.set_random_seed(spec.seed)
         self.engine, self.spec = engine, spec
         self.model = mlp.build_model(engine, spec, variant.head, weights)
-        self.loss_fn = mlp.loss_function(engine, variant.head, spec.prob_loss, spec.clip_epsilon)
+        self.loss_fn = mlp.make_loss(engine, variant.head, spec.prob_loss, spec.clip_epsilon)
         self.optimizer = make_optimizer(engine, spec)
 
     def probe(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
@@ -43,11 +43,10 @@ class KerasTrainer(Trainer):
         norm = np.sqrt(sum(np.sum(np.square(self.engine.to_numpy(g), dtype=np.float64)) for g in grads))
         return logits, float(norm)
 
-    def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         output = self.model(x, training=False)
         loss = float(self.engine.to_numpy(self.loss_fn(y, output)))
-        accuracy = float(np.mean(self.engine.to_numpy(output).argmax(-1) == y.argmax(-1)))
-        return loss, accuracy
+        return loss, self.engine.to_numpy(output).argmax(-1)
 
     def weights(self) -> Weights:
         return mlp.get_weights(self.engine, self.model)
@@ -73,7 +72,7 @@ class FitTrainer(KerasTrainer):
         steps = len(self.x) // spec.batch_size
         self.step_losses = step_loss_metric(engine, self.loss_fn, steps)
         self.model.compile(optimizer=self.optimizer, loss=self.loss_fn, metrics=[self.step_losses])
-        self.loss_path = mlp.detect_loss_path(engine, variant.head, spec.prob_loss, traced=True)
+        self.loss_path = mlp.detect_loss_path(engine, variant.head, spec.prob_loss, spec.softmax, traced=True)
         #: (steps, Keras' own epoch loss, our per-step losses) of every ``fit`` call, for checking.
         self.fit_calls: list[tuple[int, float, np.ndarray]] = []
 
@@ -133,8 +132,9 @@ def step_loss_metric(engine: Engine, loss_fn, steps: int):
 class LoopTrainer(KerasTrainer):
     """The post's hand-written loop, per batch: ``model(x, training=True)``, the loss, its gradient, the update.
 
-    The step is the engine's (``Engine.stepper``): eager ``GradientTape`` on TensorFlow and tf_keras, eager
-    torch autograd on torch, a jitted ``stateless_call`` step on JAX. The training set sits on the device; each
+    The step is the engine's (``Engine.stepper``), run as ``spec.loop_exec`` says: ``GradientTape`` on
+    TensorFlow and tf_keras (eager, or the same step under ``tf.function``), eager torch autograd on torch, a
+    ``stateless_call`` step on JAX (under ``jax.jit``, or not). The training set sits on the device; each
     epoch gathers its batches there once, and the step losses stay device scalars until the epoch's end, where
     they are stacked and read once (the post adds them into a device-side ``avg_cost`` instead; same host work).
     """
@@ -143,9 +143,9 @@ class LoopTrainer(KerasTrainer):
         super().__init__(engine, spec, variant, weights)
         ops = engine.ops
         self.x, self.y = ops.convert_to_tensor(data.x_train), ops.convert_to_tensor(data.y_train)
-        self.stepper = engine.stepper(self.model, self.optimizer, self.loss_fn)
-        traced = engine.name == "jax"  # the JAX step runs under jax.jit; the others run eagerly
-        self.loss_path = mlp.detect_loss_path(engine, variant.head, spec.prob_loss, traced=traced)
+        compiled = spec.loop_exec == "compiled"
+        self.stepper = engine.stepper(self.model, self.optimizer, self.loss_fn, compiled)
+        self.loss_path = mlp.detect_loss_path(engine, variant.head, spec.prob_loss, spec.softmax, traced=compiled)
 
     def run_epoch(self, batches: np.ndarray) -> np.ndarray:
         ops = self.engine.ops

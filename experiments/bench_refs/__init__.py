@@ -1,6 +1,7 @@
-"""The framework-specific parts of ``experiments.bench``: the matrix-multiply floor and the reference loops.
+"""The bench's yardsticks: the matrix-multiply floor and the reference loops.
 
-One module per framework, imported only in the process that runs that framework:
+``gemms`` lists the step's matrix multiplies (framework-free). The rest is one module per framework, imported
+only in the process that runs that framework:
 
 - ``tensorflow_ref``: the floor under ``tf.function``; the post's Keras loop as written.
 - ``torch_ref``: the floor as plain ``torch.mm``; the loop of a PyTorch tutorial.

@@ -11,7 +11,7 @@ from typing import Any
 
 import jax
 
-from backends.keras_backend.model import loss_function
+from backends.keras_backend.model import make_loss
 from backends.keras_backend.trainers import make_optimizer
 from common.data import Dataset
 from experiments.bench_refs import batch_slices
@@ -26,7 +26,7 @@ class GuideLoop:
 
     def __init__(self, backend: Any, spec: Spec, head: str, data: Dataset):
         model = backend.build_model(spec, head, initial_weights(spec))
-        loss_fn = loss_function(backend.keras_engine, head, spec.prob_loss, spec.clip_epsilon)
+        loss_fn = make_loss(backend.keras_engine, head, spec.prob_loss, spec.clip_epsilon)
         optimizer = make_optimizer(backend.keras_engine, spec)
         optimizer.build(model.trainable_variables)
 

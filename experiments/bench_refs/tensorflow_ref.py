@@ -1,6 +1,6 @@
 """TensorFlow: the floor under ``tf.function``, and the post's Keras loop as written.
 
-The post's loop (``../shared/seed/``): ``tf.data.Dataset.from_tensor_slices((x_train, y_train)).batch(100)``,
+The post's loop: ``tf.data.Dataset.from_tensor_slices((x_train, y_train)).batch(100)``,
 then per batch an eager ``tf.GradientTape`` forward with ``training=True``, ``cost = mean(criterion(...))``,
 ``tape.gradient``, ``optimizer.apply_gradients``, and ``avg_cost += cost / total_batch`` (two more eager ops);
 ``avg_cost`` is read when the epoch ends (the post prints it). Same model, loss and Keras Adam as the backend.
@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from backends.keras_backend.model import loss_function
+from backends.keras_backend.model import make_loss
 from backends.keras_backend.trainers import make_optimizer
 from common.data import Dataset
 from common.spec import Spec
@@ -51,7 +51,7 @@ class PostLoop:
     def __init__(self, backend: Any, spec: Spec, head: str, data: Dataset):
         engine = backend.keras_engine
         self.model = backend.build_model(spec, head, initial_weights(spec))
-        self.criterion = loss_function(engine, head, spec.prob_loss, spec.clip_epsilon)
+        self.criterion = make_loss(engine, head, spec.prob_loss, spec.clip_epsilon)
         self.optimizer = make_optimizer(engine, spec)
         self.data_train = tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train)).batch(spec.batch_size)
         self.total_batch = len(data.x_train) // spec.batch_size

@@ -1,0 +1,120 @@
+"""Statistics over seeds: a summary of one cell's figures and the difference between two cells.
+
+For values x_1..x_n (n >= 2):
+  mean      m = sum(x_i) / n
+  std       s = sqrt(sum((x_i - m)^2) / (n - 1))           (the sample standard deviation)
+  95% CI    m ± t(0.975, n - 1) · s / sqrt(n)                (Student's t interval of the mean)
+For two cells a and b (Welch's unequal-variance comparison of means):
+  d = m_a - m_b,  se = sqrt(s_a^2 / n_a + s_b^2 / n_b)
+  df = se^4 / ((s_a^2 / n_a)^2 / (n_a - 1) + (s_b^2 / n_b)^2 / (n_b - 1))   (Welch–Satterthwaite)
+  95% CI    d ± t(0.975, df) · se;  a CI that contains 0 means "indistinguishable at these n".
+
+The t quantile is computed here (numerical integration of the t density, then bisection) rather than taken
+from scipy, which is not a dependency of this project; it matches the printed tables to 6 digits, for the
+non-integer degrees of freedom of Welch's test too.
+
+    >>> round(t_quantile(0.975, 4), 4)
+    2.7764
+    >>> s = summarize([0.97, 0.96, 0.98])
+    >>> s.n, round(s.mean, 4), round(s.std, 4), tuple(round(x, 4) for x in s.ci95)
+    (3, 0.97, 0.01, (0.9452, 0.9948))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+CONFIDENCE = 0.95
+CI_NAME = "95% CI (Student t)"
+WELCH_NAME = "95% CI (Welch t)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    """One cell's figures over seeds; ``std`` and ``ci95`` are None below two values."""
+
+    n: int
+    mean: float
+    std: float | None
+    ci95: tuple[float, float] | None
+    min: float
+    max: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Difference:
+    """``mean(a) - mean(b)`` with Welch's 95% CI; ``ci95`` and ``df`` are None unless both sides have n >= 2."""
+
+    estimate: float
+    ci95: tuple[float, float] | None
+    df: float | None
+    n_a: int
+    n_b: int
+
+    @property
+    def distinguishable(self) -> bool | None:
+        """True when the interval excludes 0, False when it contains 0, None without an interval."""
+        if self.ci95 is None:
+            return None
+        return not self.ci95[0] <= 0.0 <= self.ci95[1]
+
+
+def summarize(values: Sequence[float]) -> Summary | None:
+    """Mean, sample std, Student-t 95% CI of the mean, min and max of ``values`` (None when empty)."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        return None
+    mean = float(x.mean())
+    if x.size < 2:
+        return Summary(1, mean, None, None, mean, mean)
+    std = float(x.std(ddof=1))
+    half = t_quantile(0.5 + CONFIDENCE / 2, x.size - 1) * std / math.sqrt(x.size)
+    return Summary(int(x.size), mean, std, (mean - half, mean + half), float(x.min()), float(x.max()))
+
+
+def welch_difference(a: Sequence[float], b: Sequence[float]) -> Difference | None:
+    """``mean(a) - mean(b)`` with its Welch 95% CI (module docstring); None when either side is empty."""
+    sa, sb = summarize(a), summarize(b)
+    if sa is None or sb is None:
+        return None
+    estimate = sa.mean - sb.mean
+    if sa.std is None or sb.std is None:
+        return Difference(estimate, None, None, sa.n, sb.n)
+    va, vb = sa.std ** 2 / sa.n, sb.std ** 2 / sb.n
+    if va + vb == 0.0:  # no spread on either side (e.g. bit-identical seeds): the difference is exact
+        return Difference(estimate, (estimate, estimate), math.inf, sa.n, sb.n)
+    df = (va + vb) ** 2 / (va ** 2 / (sa.n - 1) + vb ** 2 / (sb.n - 1))
+    half = t_quantile(0.5 + CONFIDENCE / 2, df) * math.sqrt(va + vb)
+    return Difference(estimate, (estimate - half, estimate + half), df, sa.n, sb.n)
+
+
+def t_quantile(p: float, df: float) -> float:
+    """The p-quantile of Student's t with ``df`` (> 0, any real) degrees of freedom, for 0.5 <= p < 1.
+
+    Solves P(0 <= T <= t) = p - 1/2 by bisection, the probability being Simpson's rule over the density
+    f(u) = Γ((df+1)/2) / (sqrt(df·π) Γ(df/2)) · (1 + u²/df)^(-(df+1)/2).
+    """
+    if not 0.5 <= p < 1.0 or not df > 0:
+        raise ValueError(f"t_quantile needs 0.5 <= p < 1 and df > 0, got p={p}, df={df}")
+
+    def density(u: np.ndarray) -> np.ndarray:
+        if df > 1e7:  # the normal limit (the Gamma ratio below loses precision there)
+            return np.exp(-u * u / 2) / math.sqrt(2 * math.pi)
+        log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+        return np.exp(log_norm - (df + 1) / 2 * np.log1p(u * u / df))
+
+    def mass(t: float) -> float:  # P(0 <= T <= t), Simpson's rule on 2000 intervals
+        f = density(np.linspace(0.0, t, 2001))
+        return float((f[0] + f[-1] + 4 * f[1:-1:2].sum() + 2 * f[2:-1:2].sum()) * (t / 2000) / 3)
+
+    target, low, high = p - 0.5, 0.0, 1.0
+    while mass(high) < target:
+        high *= 2
+    for _ in range(60):
+        mid = (low + high) / 2
+        low, high = (mid, high) if mass(mid) < target else (low, mid)
+    return (low + high) / 2
