@@ -53,7 +53,10 @@ def test_missing_data_file_is_one_line_and_exit_2(tmp_path):
 def test_startup_logs_flag_reaches_this_process_and_those_it_starts(monkeypatch):
     """``--startup-logs`` is an environment variable once parsed: the framework loaded later here, and the
     backend processes ``experiments.compare`` starts, see it."""
-    monkeypatch.delenv(STARTUP_LOGS_ENV, raising=False)
+    # setenv first, so that the teardown also removes what the flag sets (delenv of an unset name records
+    # nothing to undo, and the variable would leak into later tests' subprocesses)
+    monkeypatch.setenv(STARTUP_LOGS_ENV, "")
+    monkeypatch.delenv(STARTUP_LOGS_ENV)
     parser = cli.Parser(prog="p")
     cli.add_run_flags(parser)
     assert parser.parse_args([]).startup_logs is False and STARTUP_LOGS_ENV not in os.environ

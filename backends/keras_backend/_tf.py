@@ -69,12 +69,14 @@ class TFEngine(Engine):
 class GraphStepper(EagerStepper):
     """The eager step, unchanged, under ``tf.function``: traced once, then run as a graph.
 
-    ``compile_seconds`` is the tracing time, measured by tracing ahead of the first step.
+    ``compile_seconds`` is the tracing time, measured by tracing ahead of the first step. No AutoGraph: the
+    step has no tensor-dependent Python control flow, and AutoGraph's conversion of the call tree failed
+    intermittently in long processes ("tf__sync() takes 1 positional argument but 3 were given").
     """
 
     def __init__(self, eager: EagerStepper):
         super().__init__(eager.engine, eager.model, eager.optimizer, eager.loss_fn)
-        self._graph_step = tf.function(super().step)
+        self._graph_step = tf.function(lambda x, y: EagerStepper.step(self, x, y), autograph=False)
 
     def step(self, x, y):
         if not self.compile_seconds:
