@@ -9,7 +9,6 @@ timestamps. Re-running it on the canonical MNIST reproduces the same arrays.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np

@@ -1,6 +1,5 @@
 """The shared training driver, exercised with the numpy reference trainer (no framework needed)."""
 
-import numpy as np
 import pytest
 
 from common.data import prepare
