@@ -24,7 +24,7 @@ from common.diagnostics import LOSS_PATHS
 from backends import loop_execs
 from common.results import RUNS_FILE, backend_label, read_records, record_key
 from common import stuck
-from common.stats import CI_NAME, WELCH_NAME, Summary, summarize, welch_difference
+from common.stats import CI_NAME, PAIRED_NAME, Summary, paired_difference, summarize, welch_difference
 from common.spec import Spec
 from common.variants import VARIANT_NAMES, VARIANTS
 
@@ -75,6 +75,10 @@ class Cell:
     @property
     def accuracies(self) -> list[float]:
         return [r["test_accuracy"] for r in self.records if r["test_accuracy"] is not None]
+
+    @property
+    def accuracy_by_seed(self) -> dict[int, float]:
+        return {r["seed"]: r["test_accuracy"] for r in self.records if r["test_accuracy"] is not None}
 
     @property
     def outcome(self) -> str:
@@ -199,8 +203,9 @@ BETWEEN_ROWS = ("loop_logits", "fit_logits")
 
 
 def differences_markdown(table: Table) -> str:
-    """Differences of mean test accuracy with Welch 95% CIs, where both cells have n >= 2: fit − loop within
-    each row, and between the post's rows (no control or variation) on the logits variants."""
+    """Differences of mean test accuracy with 95% CIs (paired by seed where both cells ran the same seeds,
+    else Welch), where both cells have n >= 2: fit − loop within each row, and between the post's rows (no
+    control or variation) on the logits variants."""
     lines = []
     for label, cells in table.rows.items():
         for fit, loop in FIT_VS_LOOP:
@@ -216,8 +221,16 @@ def differences_markdown(table: Table) -> str:
 
 
 def _difference(context: str, name_a: str, name_b: str, a: Cell, b: Cell) -> str:
-    """One finding line on mean(a) − mean(b); empty without an interval (n < 2 on a side)."""
-    diff = welch_difference(a.accuracies, b.accuracies)
+    """One finding line on mean(a) − mean(b); empty without an interval (n < 2 on a side).
+
+    The same seed gives both cells the same initial weights and batch order, so cells over the same seeds are
+    compared seed by seed (paired t); cells over different seeds fall back to Welch's comparison of means."""
+    by_seed_a, by_seed_b = a.accuracy_by_seed, b.accuracy_by_seed
+    if by_seed_a.keys() == by_seed_b.keys():
+        seeds = sorted(by_seed_a)
+        diff = paired_difference([by_seed_a[s] for s in seeds], [by_seed_b[s] for s in seeds])
+    else:
+        diff = welch_difference(a.accuracies, b.accuracies)
     if diff is None or diff.ci95 is None:
         return ""
     low, high = diff.ci95
@@ -228,8 +241,11 @@ def _difference(context: str, name_a: str, name_b: str, a: Cell, b: Cell) -> str
         verdict = "identical on every seed"
     else:
         verdict = f"indistinguishable at {n}"
-    df = "no spread on either side" if math.isinf(diff.df) else f"df {diff.df:.1f}"
-    return (f"- {context}: {name_a} − {name_b} = {diff.estimate:+.4f}, {WELCH_NAME} [{low:+.4f}, {high:+.4f}] "
+    if math.isinf(diff.df):
+        df = "the same on every seed" if diff.method == PAIRED_NAME else "no spread on either side"
+    else:
+        df = f"df {diff.df:.1f}"
+    return (f"- {context}: {name_a} − {name_b} = {diff.estimate:+.4f}, {diff.method} [{low:+.4f}, {high:+.4f}] "
             f"({df}; {n}): {verdict}.")
 
 
@@ -289,8 +305,10 @@ def findings_markdown(table: Table) -> str:
     if differences:
         lines += ["## Differences over seeds\n",
                   "Differences of mean test accuracy, fit − loop within a row and between backends on the logits "
-                  f"variants, with Welch's 95% confidence interval; an interval that contains 0 means the two cells "
-                  "cannot be told apart with these seeds.\n", differences, ""]
+                  "variants, with a 95% confidence interval: paired t over the per-seed differences where both "
+                  "cells ran the same seeds (a seed gives both the same initial weights and batches), else Welch t; "
+                  "an interval that contains 0 means the two cells cannot be told apart with these seeds.\n",
+                  differences, ""]
     lines.append("## Environment\n")
     lines.extend(environment_lines(table))
     return "\n".join(lines) + "\n"

@@ -4,10 +4,16 @@ For values x_1..x_n (n >= 2):
   mean      m = sum(x_i) / n
   std       s = sqrt(sum((x_i - m)^2) / (n - 1))           (the sample standard deviation)
   95% CI    m ± t(0.975, n - 1) · s / sqrt(n)                (Student's t interval of the mean)
-For two cells a and b (Welch's unequal-variance comparison of means):
+For two cells a and b run on the same seeds (paired: seed i gives both the same initial weights and batches),
+the per-seed differences d_i = a_i - b_i:
+  d = mean(d_i),  95% CI  d ± t(0.975, n - 1) · std(d_i) / sqrt(n)          (paired t)
+For two cells on different seeds (Welch's unequal-variance comparison of means):
   d = m_a - m_b,  se = sqrt(s_a^2 / n_a + s_b^2 / n_b)
   df = se^4 / ((s_a^2 / n_a)^2 / (n_a - 1) + (s_b^2 / n_b)^2 / (n_b - 1))   (Welch–Satterthwaite)
-  95% CI    d ± t(0.975, df) · se;  a CI that contains 0 means "indistinguishable at these n".
+  95% CI    d ± t(0.975, df) · se
+Either way, a CI that contains 0 means "indistinguishable at these n". Pairing removes what the seeds share
+(fit and loop of one seed start from the same weights): a constant per-seed difference is exact when paired,
+but drowns in the seeds' spread under Welch.
 
 The t quantile is computed here (numerical integration of the t density, then bisection) rather than taken
 from scipy, which is not a dependency of this project; it matches the printed tables to 6 digits, for the
@@ -31,6 +37,7 @@ import numpy as np
 CONFIDENCE = 0.95
 CI_NAME = "95% CI (Student t)"
 WELCH_NAME = "95% CI (Welch t)"
+PAIRED_NAME = "95% CI (paired t)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,8 +54,10 @@ class Summary:
 
 @dataclasses.dataclass(frozen=True)
 class Difference:
-    """``mean(a) - mean(b)`` with Welch's 95% CI; ``ci95`` and ``df`` are None unless both sides have n >= 2."""
+    """``mean(a) - mean(b)`` with a 95% CI named by ``method``; ``ci95`` and ``df`` are None unless both sides
+    have n >= 2 (``df`` is inf when nothing varies: the difference is exact)."""
 
+    method: str
     estimate: float
     ci95: tuple[float, float] | None
     df: float | None
@@ -83,13 +92,27 @@ def welch_difference(a: Sequence[float], b: Sequence[float]) -> Difference | Non
         return None
     estimate = sa.mean - sb.mean
     if sa.std is None or sb.std is None:
-        return Difference(estimate, None, None, sa.n, sb.n)
+        return Difference(WELCH_NAME, estimate, None, None, sa.n, sb.n)
     va, vb = sa.std ** 2 / sa.n, sb.std ** 2 / sb.n
     if va + vb == 0.0:  # no spread on either side (e.g. bit-identical seeds): the difference is exact
-        return Difference(estimate, (estimate, estimate), math.inf, sa.n, sb.n)
+        return Difference(WELCH_NAME, estimate, (estimate, estimate), math.inf, sa.n, sb.n)
     df = (va + vb) ** 2 / (va ** 2 / (sa.n - 1) + vb ** 2 / (sb.n - 1))
     half = t_quantile(0.5 + CONFIDENCE / 2, df) * math.sqrt(va + vb)
-    return Difference(estimate, (estimate - half, estimate + half), df, sa.n, sb.n)
+    return Difference(WELCH_NAME, estimate, (estimate - half, estimate + half), df, sa.n, sb.n)
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> Difference | None:
+    """``mean(a - b)`` over pairs (a_i, b_i) of one seed each, with its paired-t 95% CI (module docstring);
+    None when empty. ``a`` and ``b`` must be the same length, in the same seed order."""
+    if len(a) != len(b):
+        raise ValueError(f"paired_difference needs one value per seed on each side, got {len(a)} and {len(b)}")
+    d = summarize(np.asarray(a, np.float64) - np.asarray(b, np.float64))
+    if d is None:
+        return None
+    if d.std is None:
+        return Difference(PAIRED_NAME, d.mean, None, None, d.n, d.n)
+    df = math.inf if d.std == 0.0 else float(d.n - 1)  # a constant per-seed difference is exact
+    return Difference(PAIRED_NAME, d.mean, d.ci95, df, d.n, d.n)
 
 
 def t_quantile(p: float, df: float) -> float:

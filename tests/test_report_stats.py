@@ -32,14 +32,16 @@ def record(variant, accuracy, seed, backend="torch", status="ok"):
 
 FIVE = [0.95, 0.96, 0.97, 0.98, 0.99]  # mean 0.97, std sqrt(0.00025), 95% CI 0.97 ± 0.019632
 HALF = 2.776445 * math.sqrt(0.00025) / math.sqrt(5)
+# torch fit_logits = loop_logits + these, seed by seed: mean 0.001, std sqrt(1e-5 / 4) = 0.0015811
+FIT_MINUS_LOOP = [0.001, -0.001, 0.002, 0.0, 0.003]
 
 
 @pytest.fixture
 def records():
-    seeds = range(777, 782)
+    seeds, other_seeds = range(777, 782), range(782, 787)  # jax on other seeds: no pairing with torch
     return ([record("loop_logits", a, s) for a, s in zip(FIVE, seeds)]
-            + [record("fit_logits", a + 0.001, s) for a, s in zip(FIVE, seeds)]
-            + [record("fit_logits", a - 0.5, s, backend="jax") for a, s in zip(FIVE, seeds)]
+            + [record("fit_logits", a + d, s) for a, d, s in zip(FIVE, FIT_MINUS_LOOP, seeds)]
+            + [record("fit_logits", a - 0.5, s, backend="jax") for a, s in zip(FIVE, other_seeds)]
             + [record("loop_probs", 0.1, s, status="diverged" if s < 779 else "ok") for s in seeds])
 
 
@@ -73,12 +75,21 @@ def test_csv_columns(records):
 
 def test_differences_fit_vs_loop_and_between_backends(records):
     text = differences_markdown(build_table(records))
-    # fit = loop + 0.001 on every seed, far inside the seeds' spread: se = sqrt(2 · 0.00025 / 5) = 0.01,
-    # df = 8, half-width t(0.975, 8) · se = 2.306 · 0.01.
-    assert "- torch: fit_logits − loop_logits = +0.0010, 95% CI (Welch t) [-0.0221, +0.0241] (df 8.0; n=5): " \
+    # fit − loop of torch, paired by seed: mean 0.001, half-width t(0.975, 4) · 0.0015811 / sqrt(5) = 0.0019632.
+    assert "- torch: fit_logits − loop_logits = +0.0010, 95% CI (paired t) [-0.0010, +0.0030] (df 4.0; n=5): " \
            "indistinguishable at n=5." in text
-    assert "- fit_logits: jax − torch = -0.5010, 95% CI (Welch t) [-0.5241, -0.4779] (df 8.0; n=5): torch is " \
+    # jax ran other seeds: Welch. Variances 0.00025 (jax) and 0.0002775 (torch fit) over 5 each:
+    # se = sqrt(0.0001055) = 0.010271, df = 0.0001055² / ((5.55e-5² + 5e-5²) / 4) = 7.98, t = 2.3077.
+    assert "- fit_logits: jax − torch = -0.5010, 95% CI (Welch t) [-0.5247, -0.4773] (df 8.0; n=5): torch is " \
            "higher (the interval excludes 0)." in text
+
+
+def test_a_difference_the_same_on_every_seed_is_exact(records):
+    shifted = [record("fit_logits", a, s) for a, s in zip(FIVE, range(777, 782))]
+    loops = [r for r in records if r["variant"] == "loop_logits"]
+    text = differences_markdown(build_table(loops + shifted))
+    assert "- torch: fit_logits − loop_logits = +0.0000, 95% CI (paired t) [+0.0000, +0.0000] (the same on every " \
+           "seed; n=5): identical on every seed." in text
 
 
 def test_table_md_shows_n_mean_and_interval(records, tmp_path):

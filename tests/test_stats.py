@@ -1,10 +1,11 @@
-"""Statistics over seeds on hand-made numbers: known mean, std, t quantiles, intervals, Welch differences."""
+"""Statistics over seeds on hand-made numbers: known mean, std, t quantiles, intervals, paired and Welch
+differences."""
 
 import math
 
 import pytest
 
-from common.stats import summarize, t_quantile, welch_difference
+from common.stats import PAIRED_NAME, paired_difference, summarize, t_quantile, welch_difference
 
 
 @pytest.mark.parametrize("df, printed", [(1, 12.7062), (2, 4.3027), (4, 2.7764), (9, 2.2622), (30, 2.0423),
@@ -49,3 +50,28 @@ def test_welch_difference_edge_cases():
     exact = welch_difference([0.5, 0.5], [0.4, 0.4])  # bit-identical seeds: an exact difference
     assert exact.ci95 == pytest.approx((0.1, 0.1)) and exact.distinguishable is True
     assert welch_difference([], [0.4]) is None
+
+
+def test_paired_difference():
+    d = paired_difference([1, 2, 3, 4], [0.5, 1.8, 2.6, 3.1])  # scipy.stats.ttest_rel: differences .5 .2 .4 .9
+    assert (d.method, d.n_a, d.df) == (PAIRED_NAME, 4, 3)
+    assert d.estimate == pytest.approx(0.5)
+    half = 3.182446 * math.sqrt(0.26 / 3) / 2  # t(0.975, 3) · std(d) / sqrt(4)
+    assert d.ci95 == pytest.approx((0.5 - half, 0.5 + half), abs=1e-6)
+    assert d.distinguishable is True
+
+
+def test_paired_difference_of_a_constant_shift_is_exact_where_welch_sees_noise():
+    a, b = [0.5, 0.75, 0.625], [0.25, 0.5, 0.375]  # a = b + 0.25 on every seed (exact in binary)
+    paired = paired_difference(a, b)
+    assert paired.ci95 == (0.25, 0.25) and math.isinf(paired.df) and paired.distinguishable is True
+    same = paired_difference(a, a)
+    assert same.ci95 == (0.0, 0.0) and same.distinguishable is False
+    assert welch_difference([0.5, 0.9, 0.7], [0.45, 0.85, 0.65]).distinguishable is False  # the seeds' spread
+
+
+def test_paired_difference_edge_cases():
+    assert paired_difference([0.9], [0.8]).ci95 is None
+    assert paired_difference([], []) is None
+    with pytest.raises(ValueError, match="one value per seed"):
+        paired_difference([0.9, 0.8], [0.8])
