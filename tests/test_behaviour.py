@@ -21,13 +21,14 @@ import pytest
 
 from common.report import classify
 from common.results import read_records
-from tests_support import TEST_SUBSET
+from tests_support import TEST_SUBSET, startup_noise
 
 T, S, D = "trains", "stuck", "diverged"
 ROW_FLAGS = {
     "keras/tensorflow": ["--backend", "keras", "--engine", "tensorflow"],
     "keras/tf_keras": ["--backend", "keras", "--engine", "tf_keras"],
     "keras/jax": ["--backend", "keras", "--engine", "jax"],
+    "keras/torch": ["--backend", "keras", "--engine", "torch"],
     "torch": ["--backend", "torch"],
     "jax": ["--backend", "jax"],
 }
@@ -37,7 +38,7 @@ MECHANISM_FLAGS = ["--variants", "fit_probs,loop_probs", "--softmax", "all", "--
 # side by side (a cell two commands of a row share runs twice, and both runs must meet the expectation).
 COMMANDS = [("keras/tensorflow", VARIANTS_FLAGS), ("keras/tensorflow", MECHANISM_FLAGS),
             ("keras/tf_keras", MECHANISM_FLAGS), ("torch", VARIANTS_FLAGS), ("keras/jax", VARIANTS_FLAGS),
-            ("jax", VARIANTS_FLAGS)]
+            ("jax", VARIANTS_FLAGS), ("keras/torch", ["--variants", "fit_probs,loop_probs"])]
 
 
 def cells(fit_native, loop_native, clipped=S, unit=T, default_loop=None) -> dict:
@@ -70,12 +71,31 @@ EXPECTED = {
     "keras/tf_keras": mechanism({("op", "eager")}),
     # Keras 3 on JAX clips probabilities and never looks for logits: the post's failure, now in fit too.
     "keras/jax": cells(S, S, default_loop="compiled"),
+    # Keras 3 on torch clips as well (its loop runs eagerly; the two probability cells are enough to show it).
+    "keras/torch": {("fit_probs", "native", "raw", "activation", None): S,
+                    ("loop_probs", "native", "raw", "activation", "eager"): S},
     # PyTorch: log(softmax) of an underflowed probability is -inf; torch.compile does not rewrite it.
     "torch": cells(D, D, default_loop="eager"),
     # JAX: XLA does not rewrite log(softmax) either.
     "jax": cells(D, D, default_loop="compiled"),
 }
 CELLS = [(row, key) for row, row_cells in EXPECTED.items() for key in row_cells]
+
+
+def expected_loss_path(row: str, key: tuple) -> str:
+    """The computation behind each cell's loss, as the run measured it on a saturated probe (``loss_path``):
+    the mechanism the outcomes above follow from."""
+    variant, prob_loss, _, softmax, loop_exec = key
+    if variant.endswith("_logits"):
+        return "logits"
+    if prob_loss == "clipped":  # the Keras-2 eager formula, spelled out in every framework
+        return "clipped_probs"
+    if row in ("torch", "jax"):  # nothing rewrites log(softmax(z))
+        return "log_probs"
+    if row in ("keras/jax", "keras/torch"):  # these engines never look for logits
+        return "clipped_probs"
+    # Keras on TF and tf_keras: logits recovered, unless a bare softmax op runs eagerly
+    return "clipped_probs" if (softmax, loop_exec) == ("op", "eager") else "recovered_logits"
 
 
 def cell_key(record: dict) -> tuple:
@@ -111,6 +131,8 @@ def run_command(command: tuple[str, list[str]], out) -> str | None:
     result = subprocess.run(argv, capture_output=True, text=True, timeout=900, env=env)
     if result.returncode != 0:
         return f"{row}: {' '.join(argv)} failed:\n{result.stderr[-3000:]}"
+    if startup_noise(result.stderr):  # a run's output starts with the project's own lines
+        return f"{row}: framework start-up messages reached the terminal:\n{result.stderr[-3000:]}"
     return None
 
 
@@ -128,6 +150,8 @@ def check_cell(row: str, key: tuple, record: dict) -> None:
         f"{cell_id(row, key)}: expected {expected}, got {actual} — status {record['status']}, accuracy "
         f"{record['test_accuracy']}, epoch cost {record['epoch_costs']}, loss path {record['loss_path']}, "
         f"error {record['error']}")
+    assert record["loss_path"] == expected_loss_path(row, key), (
+        f"{cell_id(row, key)}: loss path {record['loss_path']}, expected {expected_loss_path(row, key)}")
     if actual == S:  # stuck the post's way: clipped rows at -ln(1e-7) = 16.1 dominate the cost
         assert record["epoch_costs"][-1] >= 12 and record["diagnostics"][-1]["saturated_share"] > 0.5
     if actual == D:

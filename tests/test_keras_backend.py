@@ -1,17 +1,14 @@
 """What only the Keras backend has: ``fit``'s in-graph step losses, fit and loop on the same batches, and the
-engines — one per process, lazily imported, each with its own loss path, quiet while it starts.
+engines — one per process, lazily imported, quiet while they start.
 
-In-process tests run Keras 3 on the TensorFlow engine; the torch and tf_keras engines run in subprocesses
-through the experiment module, as a user runs them (Keras on JAX is a row of ``test_behaviour.py``). Numbers
-shared by every backend (forward, losses, gradients, training steps, dropout, determinism) are in
-``test_parity.py``.
+In-process tests run Keras 3 on the TensorFlow engine. Each engine's outcomes and loss paths (Keras on TF,
+tf_keras, JAX and torch, run as a user runs them) are rows of ``test_behaviour.py``; numbers shared by every
+backend (forward, losses, gradients, training steps, dropout, determinism) are in ``test_parity.py``.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +25,6 @@ from common.variants import VARIANTS
 from common.weights import initial_weights
 
 ROOT = Path(__file__).resolve().parent.parent
-SUBSET = ROOT / "tests" / "data" / "mnist_subset.npz"
 # 500 raw-pixel images: 5 steps an epoch.
 SMALL = Spec(epochs=1, train_size=500, test_size=100)
 
@@ -112,12 +108,6 @@ def test_import_is_lazy_and_a_missing_engine_names_the_extra():
     assert "'jax'" in message and "pip install -e '.[keras,jax]'" in message
 
 
-def startup_noise(stderr: str) -> list[str]:
-    """Lines of the frameworks' C++ logging (absl's preamble, ``I0000 00:00:...`` records) in ``stderr``."""
-    return [line for line in stderr.splitlines()
-            if line.startswith("WARNING: All log messages before absl") or re.match(r"[IWEF]\d{4} ", line)]
-
-
 @pytest.mark.parametrize("keep", [False, True])
 def test_startup_messages_are_held_back_unless_asked_for(keep):
     """What the C++ runtime writes to descriptor 2 while a framework starts goes nowhere, unless
@@ -135,34 +125,3 @@ def test_startup_messages_are_held_back_unless_asked_for(keep):
     assert done.returncode == 0, done.stderr
     assert done.stderr.splitlines() == (["I0000 00:00:1.0 cuda_platform.cc:52] failed call to cuInit"] if keep
                                         else []) + ["ours"]
-
-
-def run_experiment(tmp_path, engine: str, variants: str, prob_loss: str = "native") -> dict:
-    """``python -m experiments.keras_mnist`` on the subset in a new process; its records by (variant, flavour)."""
-    command = [sys.executable, "-m", "experiments.keras_mnist", "--engine", engine, "--variants", variants,
-               "--prob-loss", prob_loss, "--epochs", "1", "--data", str(SUBSET), "--out", str(tmp_path)]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert not startup_noise(done.stderr), done.stderr[-3000:]  # the run's output starts with our own lines
-    records = [json.loads(line) for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
-    assert all(r["engine"] == engine and r["backend"] == "keras" for r in records)
-    return {(r["variant"], r["prob_loss"]): r for r in records}
-
-
-def test_torch_engine_clips_too(tmp_path):
-    records = run_experiment(tmp_path, "torch", "loop_probs")
-    stuck = records["loop_probs", "native"]
-    assert stuck["env"]["frameworks"]["torch"]
-    assert stuck["loss_path"] == "clipped_probs"
-    assert stuck["epoch_costs"][0] >= 12 and stuck["test_accuracy"] < 0.3
-
-
-def test_tf_keras_recovers_logits_in_its_eager_loop(tmp_path):
-    """Legacy Keras 2.21 (tf_keras) also attaches ``_keras_logits`` to its softmax output, so the post's
-    eager failure only comes back with the clipped formula of the Keras 2 of the post's time."""
-    records = run_experiment(tmp_path, "tf_keras", "loop_probs", prob_loss="both")
-    native, clipped = records["loop_probs", "native"], records["loop_probs", "clipped"]
-    assert native["env"]["frameworks"]["tf_keras"].startswith("2.")
-    assert native["loss_path"] == "recovered_logits" and native["test_accuracy"] >= 0.5
-    assert clipped["loss_path"] == "clipped_probs"
-    assert clipped["epoch_costs"][0] >= 12 and clipped["test_accuracy"] < 0.3

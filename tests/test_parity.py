@@ -249,11 +249,15 @@ TOLERANCE = {"sgd": {"loss": 2e-6, "weights": 5e-6}, "adam": {"loss": 2e-6, "wei
 
 @pytest.fixture(scope="module")
 def trained(backends, subset_mnist):
-    """20 steps of every backend and mode, and of the reference, per (optimizer, head): losses and weights."""
+    """20 steps of every backend and mode, and of the reference, per (optimizer, head): losses and weights.
+
+    SGD runs both heads (each head's gradients, step after step); Adam runs the logits head only: its update
+    sees nothing but the gradients, which SGD has already checked per head, so Adam x probs would say nothing new.
+    """
     data = prepare(TRAIN_SPEC, subset_mnist)
     batches = epoch_batches(TRAIN_SPEC, 0, len(data.x_train))
     results = {}
-    for optimizer, head in itertools.product(("sgd", "adam"), ("logits", "probs")):
+    for optimizer, head in [("sgd", "logits"), ("sgd", "probs"), ("adam", "logits")]:
         spec = TRAIN_SPEC.replace(optimizer=optimizer)
         weights = initial_weights(spec)
         for form in sorted(set(EPSILON_FORM.values())) if optimizer == "adam" else ["corrected"]:
@@ -294,12 +298,11 @@ def test_sgd_training_matches_across_backends_and_modes(trained, head):
     assert not failures, "; ".join(failures)
 
 
-@pytest.mark.parametrize("head", ["logits", "probs"])
-def test_adam_training_matches_the_reference_with_its_epsilon_placement(trained, head):
+def test_adam_training_matches_the_reference_with_its_epsilon_placement(trained):
     failures = []
     for name, form in EPSILON_FORM.items():
         names = [f"numpy/{form}"] + [f"{name}/{mode}" for mode in MODES]
-        failures += _training_mismatches(trained, "adam", head, names)
+        failures += _training_mismatches(trained, "adam", "logits", names)
     assert not failures, "; ".join(failures)
 
 

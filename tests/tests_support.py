@@ -1,5 +1,6 @@
-"""Helpers shared by several test modules (paths and small file writers)."""
+"""Helpers shared by several test modules (paths, small file writers, output checks)."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -20,3 +21,9 @@ def full_mnist() -> Path | None:
 def write_npz(path: Path, arrays: dict) -> Path:
     np.savez(path, **arrays)
     return path
+
+
+def startup_noise(stderr: str) -> list[str]:
+    """Lines of the frameworks' C++ logging (absl's preamble, ``I0000 00:00:...`` records) in ``stderr``."""
+    return [line for line in stderr.splitlines()
+            if line.startswith("WARNING: All log messages before absl") or re.match(r"[IWEF]\d{4} ", line)]
