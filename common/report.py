@@ -37,9 +37,10 @@ POST_ROW = "post (TF 2.x / Keras 2, 2020)"
 VARIANT_COLOURS = dict(zip(VARIANT_NAMES, ("tab:red", "tab:orange", "tab:blue", "tab:green")))
 # The controls (experiments.compare --controls): what the post's failure needs, by row qualifier.
 CONTROLS = {
-    "unit inputs": "Control: pixels divided by 255, so the logits stay small and no softmax probability "
-                   "underflows; if the probability loss trains here, the failure needs the saturated logits of raw "
-                   "pixels.",
+    "unit inputs": "Control: pixels divided by 255, so the logits start small and no softmax probability "
+                   "underflows at the start; if the probability loss trains here, the failure at the start needs "
+                   "the saturated logits of raw pixels. The logits grow as the model grows confident, so an "
+                   "unprotected log of a probability can still fail later in a long run.",
     "clipped loss": "Control: the Keras-2 eager formula spelled out, -sum(y log(clip(p, 1e-7, 1 - 1e-7))), in "
                     "every framework; clipped rows cost -ln(1e-7) = 16.118 with zero gradient.",
 }
@@ -335,11 +336,23 @@ def _finding(variant: str, cell: Cell) -> str:
                  f"{_figure(start['grad_norm'])} → {_figure(last['grad_norm'])}, max |logit| "
                  f"{_figure(start['max_abs_logit'])} → {_figure(last['max_abs_logit'])}.")
     if first["status"] == "diverged":
-        text += f" First non-finite loss at step {first['first_nonfinite_step']}."
+        text += f" First non-finite loss at step {first['first_nonfinite_step']}." + _late_divergence(first)
     if first["status"] == "failed":
         text += f" Error: {first['error']}."
     arithmetic = stuck.describe(cell.records, STUCK_ACCURACY)
     return text + " " + _explanation(variant, cell.outcome, path) + (f" {arithmetic}" if arithmetic else "")
+
+
+def _late_divergence(record: dict[str, Any]) -> str:
+    """For a run that trained for whole epochs before its loss became non-finite: how far it got, and how
+    large its logits had grown (the probe after its last finite epoch)."""
+    costs = [c for c in record["epoch_costs"] if c is not None]
+    grown = [d["max_abs_logit"] for d in record["diagnostics"] if d["max_abs_logit"] is not None]
+    if not costs or len(grown) < 2:
+        return ""
+    return (f" It trained first (epoch costs {', '.join(f'{c:.3f}' for c in costs)}) while the probe's max |logit| "
+            f"grew from {_figure(grown[0])} to {_figure(grown[-1])}: the same failure, late, once a confident "
+            "model's probability of some row underflows.")
 
 
 def _explanation(variant: str, outcome: str, path: str | None) -> str:

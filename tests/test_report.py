@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from common.diagnostics import EpochDiagnostics
-from common.report import build_table, classify, table_csv, table_markdown, write_reports
+from common.report import build_table, classify, findings_markdown, table_csv, table_markdown, write_reports
 from common.results import append_record, make_record
 from common.spec import Spec
 from common.training import TrainOutcome
@@ -105,3 +105,23 @@ def test_write_reports_files_and_findings(runs):
 def test_empty_results_are_refused():
     with pytest.raises(ValueError, match="no complete record"):
         build_table([])
+
+
+def test_a_late_divergence_says_how_far_the_run_trained():
+    """Unit inputs on the full spec: the raw log of softmax trains for epochs, then a probability underflows."""
+    def diverged(costs, logits, step):
+        outcome = TrainOutcome(
+            epoch_costs=costs, step_losses=np.array([0.1]), status="diverged",
+            diagnostics=[EpochDiagnostics(e, 0.0 if m is not None else None, 1.0, m, "log_probs")
+                         for e, m in enumerate(logits)],
+            first_nonfinite_step=step, test_loss=None, test_accuracy=0.098, test_predicted_shares=np.full(10, 0.1),
+            loss_path="log_probs", wall_seconds=1.0, compile_seconds=0.0, steps_per_second=10.0, trainer=None)
+        spec = SPEC.replace(input_scale="unit", epochs=5)
+        return make_record(spec, VARIANTS["loop_probs"], "jax", None, "cpu", "abc", {"frameworks": {}}, outcome)
+
+    late = findings_markdown(build_table([diverged([0.327, 0.145, 0.113, float("nan")], [0.72, 23.1, 26.3, 33.1,
+                                                                                          None], 1976)]))
+    assert "First non-finite loss at step 1976. It trained first (epoch costs 0.327, 0.145, 0.113) while the " \
+           "probe's max |logit| grew from 0.72 to 33.1" in late
+    at_once = findings_markdown(build_table([diverged([float("nan")], [184.0, None], 0)]))
+    assert "First non-finite loss at step 0." in at_once and "It trained first" not in at_once
