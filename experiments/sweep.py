@@ -9,7 +9,8 @@ Executors:
   local — one child at a time on this machine (frameworks do not share a process, and a 2-core machine gains
           nothing from two); its records reach ``runs.jsonl`` as each run ends (the scratch file is tailed).
   ray   — each unit is a Ray task (``num_cpus`` = ``--cpus-per-task``) on any node of a Ray cluster, or of a
-          local Ray instance; the task returns its records' lines when the child ends. Ray is imported only here.
+          local Ray instance; the task is a Ray generator that streams its records' lines back as runs end,
+          so a sweep stopped mid-unit keeps the runs that unit finished. Ray is imported only here.
 
 Either way the child's threads are the CPUs its unit was given (``child_env``), so a spec gives the same
 numbers on both. A unit whose child exits non-zero, or whose Ray worker dies, leaves its unfinished runs
@@ -133,17 +134,35 @@ def complete_lines(path: Path) -> list[str]:
     return [line + "\n" for line in text.split("\n")[:-1]]
 
 
-def run_child(args: tuple[str, ...], finished: list[str], cpus: int) -> tuple[int, list[str]]:
-    """Run one unit's child to the end in a scratch directory; return its exit status and new record lines.
+def stream_child(args: tuple[str, ...], finished: list[str], cpus: int,
+                 bar_position: int = 0) -> Iterator[list[str] | int]:
+    """Run one unit's child in a scratch directory: yield each batch of new record lines as its runs end, then
+    its exit status (an int). The body of a local unit, and of a Ray generator task.
 
     ``finished`` (lines of runs the unit already finished) is written to the scratch file first, so the child
-    skips those runs as it would in the results directory itself. This is the body of a Ray task.
+    skips those runs as it would in the results directory itself. Closing the generator early (Ctrl-C, an error
+    in the driver) stops the child: a backend never runs on alone.
     """
     with tempfile.TemporaryDirectory(prefix="xent-parity-unit-") as scratch:
         runs = Path(scratch) / RUNS_FILE
         runs.write_text("".join(finished), encoding="utf-8")
-        returncode = subprocess.run(child_command(args, scratch), env=child_env(cpus), cwd=ROOT).returncode
-        return returncode, complete_lines(runs)[len(finished):]
+        seen = len(finished)
+        process = subprocess.Popen(child_command(args, scratch), env=child_env(cpus, bar_position), cwd=ROOT)
+        try:
+            while True:
+                running = process.poll() is None
+                lines = complete_lines(runs)[seen:]
+                if lines:
+                    seen += len(lines)
+                    yield lines
+                if not running:
+                    break
+                time.sleep(0.5)
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                process.wait()
+        yield process.returncode
 
 
 def exit_error(unit: Unit, returncode: int) -> str | None:
@@ -162,27 +181,12 @@ class LocalExecutor:
         # Under a terminal the sweep's overall bar holds line 0; each run's bar goes below it.
         position = 1 if sys.stderr.isatty() else 0
         for index, (unit, finished) in enumerate(jobs):
-            with tempfile.TemporaryDirectory(prefix="xent-parity-unit-") as scratch:
-                runs = Path(scratch) / RUNS_FILE
-                runs.write_text("".join(finished), encoding="utf-8")
-                seen = len(finished)
-                process = subprocess.Popen(child_command(unit.args, scratch), env=child_env(self.cpus, position),
-                                           cwd=ROOT)
-                try:
-                    while True:
-                        running = process.poll() is None
-                        lines = complete_lines(runs)[seen:]
-                        if lines:
-                            seen += len(lines)
-                            yield Records(index, lines)
-                        if not running:
-                            break
-                        time.sleep(0.5)
-                finally:  # never leave a backend running on its own (Ctrl-C, an error in the driver)
-                    if process.poll() is None:
-                        process.terminate()
-                        process.wait()
-                yield Ended(index, exit_error(unit, process.returncode))
+            with contextlib.closing(stream_child(unit.args, finished, self.cpus, position)) as child:
+                for item in child:
+                    if isinstance(item, int):
+                        yield Ended(index, exit_error(unit, item))
+                    else:
+                        yield Records(index, item)
 
 
 def check_reachable(address: str | None, timeout: float = 5.0) -> None:
@@ -221,27 +225,33 @@ class RayExecutor:
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 where = f"at {self.address}" if self.address else "(a local instance)"
                 raise ExecutorError(f"cannot start or reach Ray {where}: {exc}") from None
-        pending: dict[Any, int] = {}
+        pending: dict[Any, int] = {}  # a generator task's ObjectRefGenerator -> its job's index
         try:
             cpus = self._cpus_per_task()
-            task = ray.remote(num_cpus=cpus, max_retries=0)(run_child)
+            task = ray.remote(num_cpus=cpus, max_retries=0)(stream_child)
             pending = {task.remote(unit.args, finished, cpus): index for index, (unit, finished) in enumerate(jobs)}
             while pending:
-                [ref], _ = ray.wait(list(pending), num_returns=1)
-                index = pending.pop(ref)
+                [child], _ = ray.wait(list(pending), num_returns=1)  # a task with a new item (or its end)
+                index = pending[child]
                 try:
-                    returncode, lines = ray.get(ref)
+                    item = ray.get(next(child))
+                except StopIteration:  # ended without an exit status: not expected, but never loop on it
+                    item = None
                 except ray.exceptions.RayError as exc:
                     what = "task raised" if isinstance(exc, ray.exceptions.RayTaskError) else "worker died"
                     reason = (str(exc).strip().splitlines() or [""])[0]
-                    yield Ended(index, f"the Ray {what} running {jobs[index][0].label} "
-                                       f"({type(exc).__name__}: {reason})")
+                    item = f"the Ray {what} running {jobs[index][0].label} ({type(exc).__name__}: {reason})"
+                if isinstance(item, list):
+                    yield Records(index, item)
                     continue
-                yield Records(index, lines)
-                yield Ended(index, exit_error(jobs[index][0], returncode))
+                del pending[child]
+                if isinstance(item, int):
+                    yield Ended(index, exit_error(jobs[index][0], item))
+                else:
+                    yield Ended(index, item or f"the Ray task running {jobs[index][0].label} ended without a status")
         finally:
-            for ref in pending:  # interrupted: stop what is still queued or running
-                ray.cancel(ref, force=True)
+            for child in pending:  # interrupted: stop what is still queued or running
+                ray.cancel(child, force=True)
             if started:
                 ray.shutdown()
 

@@ -1,12 +1,12 @@
 """What each framework does with the post's experiment on real data — one table, one parametrised test.
 
-One epoch on the vendored MNIST subset (3,000 training images, raw pixels, the post's spec otherwise), run
-through the real command line, one process per command (as users run it): every backend and Keras engine with all
-four variants, both probability-loss flavours and the unit-input control; and the mechanism cells of Keras on
+One epoch on the vendored MNIST subset (its first 2,000 training and 500 test images, raw pixels, the post's
+spec otherwise), run through the real command line, one process per command (as users run it): every backend and
+Keras engine with all four variants, both probability-loss flavours and the unit-input control; and the mechanism cells of Keras on
 TensorFlow and on tf_keras (softmax activation / layer / op x fit / eager loop / compiled loop). The expected
 outcome of every cell is the table below; a framework upgrade that changes a behaviour fails with the cell named.
 
-Outcomes (common.report.classify): ``trains`` — test accuracy >= 0.3 (one epoch of logits reaches ~0.7);
+Outcomes (common.report.classify): ``trains`` — test accuracy >= 0.3 (one epoch of logits reaches ~0.6);
 ``stuck`` — finished with accuracy < 0.3 (the clip's zero gradient); ``diverged`` — the loss became NaN/inf.
 """
 
@@ -32,6 +32,8 @@ ROW_FLAGS = {
     "torch": ["--backend", "torch"],
     "jax": ["--backend", "jax"],
 }
+# 20 steps of 100 images: logits reach ~0.6 accuracy, while stuck and diverged runs show at once (step 0).
+SIZE_FLAGS = ["--train-size", "2000", "--test-size", "500"]
 VARIANTS_FLAGS = ["--variants", "all", "--prob-loss", "both", "--controls"]
 MECHANISM_FLAGS = ["--variants", "fit_probs,loop_probs", "--softmax", "all", "--loop-exec", "both"]
 # The commands, as (row, flags), longest first: each runs in its own process into its own results directory,
@@ -123,10 +125,10 @@ def records(tmp_path_factory):
 
 def run_command(command: tuple[str, list[str]], out) -> str | None:
     """One row's command into ``out``; what failed, or None. One thread per process: three run side by side
-    (process start-up dominates one epoch of 3,000 images)."""
+    (process start-up dominates one epoch of 2,000 images)."""
     row, flags = command
     env = dict(os.environ, OMP_NUM_THREADS="1", TF_NUM_INTRAOP_THREADS="1")
-    argv = [sys.executable, "-m", "experiments.run", *ROW_FLAGS[row], *flags, "--epochs", "1",
+    argv = [sys.executable, "-m", "experiments.run", *ROW_FLAGS[row], *flags, "--epochs", "1", *SIZE_FLAGS,
             "--data", str(TEST_SUBSET), "--out", str(out)]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=900, env=env)
     if result.returncode != 0:
@@ -155,7 +157,7 @@ def check_cell(row: str, key: tuple, record: dict) -> None:
     if actual == S:  # stuck the post's way: clipped rows at -ln(1e-7) = 16.1 dominate the cost
         assert record["epoch_costs"][-1] >= 12 and record["diagnostics"][-1]["saturated_share"] > 0.5
     if actual == D:
-        assert record["first_nonfinite_step"] is not None and record["first_nonfinite_step"] < 30
+        assert record["first_nonfinite_step"] is not None and record["first_nonfinite_step"] < 20
 
 
 def test_every_run_is_a_cell(records):
