@@ -38,7 +38,8 @@ def test_ray_sweep_gives_the_local_records(local_ray, tmp_path):
 
 
 def test_killed_worker_fails_its_runs_and_a_rerun_resumes(local_ray, tmp_path):
-    units = tiny_units([777, 778], variants="loop_logits,fit_logits")
+    # Seed 778's unit has a second, slower run (fit compiles), during which its worker is killed.
+    units = tiny_units([777]) + tiny_units([778], variants="loop_logits,fit_logits")
     count = {}
     driver = threading.Thread(target=lambda: count.update(first=sweep.run_units(units, tmp_path, sweep.RayExecutor(cpus=1))))
     driver.start()
@@ -48,15 +49,15 @@ def test_killed_worker_fails_its_runs_and_a_rerun_resumes(local_ray, tmp_path):
     driver.join(timeout=300)
     # Ray stops the children of a worker that dies (measured with this Ray version): none trains on alone.
     assert gone(child, timeout=10), "the killed worker's experiments.run child is still running"
-    assert count["first"] == sweep.SweepCount(planned=4, finished=3, this_session=3)
+    assert count["first"] == sweep.SweepCount(planned=3, finished=2, this_session=2)
     first = {(r["seed"], r["variant"]): r for r in read_records(tmp_path / "runs.jsonl")}
-    assert first[777, "loop_logits"]["status"] == first[777, "fit_logits"]["status"] == "ok"
+    assert first[777, "loop_logits"]["status"] == "ok"
     assert first[778, "loop_logits"]["status"] == "ok"  # kept: it ended before the worker died
     assert first[778, "fit_logits"]["status"] == "failed"
     assert "the Ray worker died running torch seed 778" in first[778, "fit_logits"]["error"]
 
     again = sweep.run_units(units, tmp_path, sweep.RayExecutor(cpus=1))  # retries only the failed run
-    assert again == sweep.SweepCount(planned=4, finished=4, this_session=1)
+    assert again == sweep.SweepCount(planned=3, finished=3, this_session=1)
     assert [(r["seed"], r["variant"], r["status"]) for r in read_records(tmp_path / "runs.jsonl")
             if r["seed"] == 778] == [(778, "loop_logits", "ok"), (778, "fit_logits", "failed"),
                                      (778, "fit_logits", "ok")]
