@@ -233,22 +233,20 @@ class RayExecutor:
             while pending:
                 [child], _ = ray.wait(list(pending), num_returns=1)  # a task with a new item (or its end)
                 index = pending[child]
+                label = jobs[index][0].label
                 try:
                     item = ray.get(next(child))
-                except StopIteration:  # ended without an exit status: not expected, but never loop on it
-                    item = None
+                except StopIteration:  # ended without an exit status: not expected, but never wait on it again
+                    item = f"the Ray task running {label} ended without an exit status"
                 except ray.exceptions.RayError as exc:
                     what = "task raised" if isinstance(exc, ray.exceptions.RayTaskError) else "worker died"
                     reason = (str(exc).strip().splitlines() or [""])[0]
-                    item = f"the Ray {what} running {jobs[index][0].label} ({type(exc).__name__}: {reason})"
-                if isinstance(item, list):
+                    item = f"the Ray {what} running {label} ({type(exc).__name__}: {reason})"
+                if isinstance(item, list):  # record lines; the task goes on
                     yield Records(index, item)
                     continue
                 del pending[child]
-                if isinstance(item, int):
-                    yield Ended(index, exit_error(jobs[index][0], item))
-                else:
-                    yield Ended(index, item or f"the Ray task running {jobs[index][0].label} ended without a status")
+                yield Ended(index, exit_error(jobs[index][0], item) if isinstance(item, int) else item)
         finally:
             for child in pending:  # interrupted: stop what is still queued or running
                 ray.cancel(child, force=True)

@@ -22,17 +22,6 @@ from common.spec import Spec
 
 from tests_support import TEST_SUBSET
 
-# The suite runs one test file per worker, one worker per core (pytest-xdist, pyproject.toml), and ends when
-# its last file does: the long files go first, so that the short ones fill the gaps at the end.
-LONGEST_FIRST = ("test_behaviour.py", "test_parity.py", "test_ray_sweep.py", "test_compare.py", "test_bench.py",
-                 "test_versions.py", "test_keras_backend.py", "test_jax_backend.py")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its order
-
-
 @pytest.fixture(scope="session")
 def subset_mnist() -> Mnist:
     return load_mnist(TEST_SUBSET)
