@@ -1,12 +1,12 @@
 """What each framework does with the post's experiment on real data — one table, one parametrised test.
 
-One epoch on the vendored MNIST subset (its first 2,000 training and 500 test images, raw pixels, the post's
+One epoch on the vendored MNIST subset (its first 1,000 training and 500 test images, raw pixels, the post's
 spec otherwise), run through the real command line, one process per command (as users run it): every backend and
 Keras engine with all four variants, both probability-loss flavours and the unit-input control; and the mechanism cells of Keras on
 TensorFlow and on tf_keras (softmax activation / layer / op x fit / eager loop / compiled loop). The expected
 outcome of every cell is the table below; a framework upgrade that changes a behaviour fails with the cell named.
 
-Outcomes (common.report.classify): ``trains`` — test accuracy >= 0.3 (one epoch of logits reaches ~0.6);
+Outcomes (common.report.classify): ``trains`` — test accuracy >= 0.3 (one epoch of logits reaches ~0.5);
 ``stuck`` — finished with accuracy < 0.3 (the clip's zero gradient); ``diverged`` — the loss became NaN/inf.
 """
 
@@ -32,8 +32,9 @@ ROW_FLAGS = {
     "torch": ["--backend", "torch"],
     "jax": ["--backend", "jax"],
 }
-# 20 steps of 100 images: logits reach ~0.6 accuracy, while stuck and diverged runs show at once (step 0).
-SIZE_FLAGS = ["--train-size", "2000", "--test-size", "500"]
+# 10 steps of 100 images: logits reach 0.46-0.53 test accuracy and unit inputs 0.56-0.61 (measured on every
+# row), well clear of the 0.3 line, while stuck and diverged runs show at once (step 0).
+SIZE_FLAGS = ["--train-size", "1000", "--test-size", "500"]
 VARIANTS_FLAGS = ["--variants", "all", "--prob-loss", "both", "--controls"]
 MECHANISM_FLAGS = ["--variants", "fit_probs,loop_probs", "--softmax", "all", "--loop-exec", "both"]
 # The commands, as (row, flags), longest first: each runs in its own process into its own results directory,
@@ -157,7 +158,7 @@ def check_cell(row: str, key: tuple, record: dict) -> None:
     if actual == S:  # stuck the post's way: clipped rows at -ln(1e-7) = 16.1 dominate the cost
         assert record["epoch_costs"][-1] >= 12 and record["diagnostics"][-1]["saturated_share"] > 0.5
     if actual == D:
-        assert record["first_nonfinite_step"] is not None and record["first_nonfinite_step"] < 20
+        assert record["first_nonfinite_step"] is not None and record["first_nonfinite_step"] < 10
 
 
 def test_every_run_is_a_cell(records):

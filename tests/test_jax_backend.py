@@ -100,7 +100,9 @@ def test_compilation_is_timed_once_and_apart(backend, small_data, name):
     trainer.run_epoch(epoch_batches(SMALL, 1, len(small_data.x_train)))
     compiled_epoch = time.perf_counter() - start
     assert trainer.compile_seconds == compile_seconds  # the second epoch reuses the executable
-    assert compile_seconds > compiled_epoch  # XLA's compile (measured ~0.6 s) against 5 compiled steps (~30 ms)
+    # Tracing and lowering, then XLA's compile or a load from the suite's compile cache (tests/conftest.py):
+    # measured 0.8-1.0 s compiling, 0.16-0.27 s loading, against 5 compiled steps (~40 ms).
+    assert compile_seconds > compiled_epoch
 
 
 @pytest.mark.parametrize("name", ["fit_logits", "loop_logits"])

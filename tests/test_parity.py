@@ -360,7 +360,7 @@ def test_dropout_on_the_other_keras_engines(engine_dropout, engine):
 def test_same_seed_gives_identical_epoch_costs(backends, subset_mnist, name, mode):
     from common.training import train
 
-    spec = Spec(train_size=500, test_size=100, epochs=2)  # dropout on: the seeded masks must repeat too
+    spec = Spec(train_size=300, test_size=100, epochs=2)  # dropout on: the seeded masks must repeat too
     data = prepare(spec, subset_mnist)
     variant = VARIANTS[f"{mode}_logits"]
     runs = [train(spec, backends[name].make_trainer(spec, variant, data, initial_weights(spec)), data)

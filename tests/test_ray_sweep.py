@@ -30,7 +30,7 @@ def by_key(path):
 
 
 def test_ray_sweep_gives_the_local_records(local_ray, tmp_path):
-    units = tiny_units([777, 778])
+    units = tiny_units([777], variants="loop_logits,loop_probs")  # one unit (a process) of two runs
     on_ray = sweep.run_units(units, tmp_path / "ray", sweep.RayExecutor(cpus=1))
     local = sweep.run_units(units, tmp_path / "local", sweep.LocalExecutor(cpus=1))
     assert on_ray == local == sweep.SweepCount(planned=2, finished=2, this_session=2)
