@@ -1,10 +1,11 @@
 """What each framework does with the post's experiment on real data — one table, one parametrised test.
 
 One epoch on the vendored MNIST subset (its first 1,000 training and 500 test images, raw pixels, the post's
-spec otherwise), run through the real command line, one process per command (as users run it): every backend and
-Keras engine with all four variants, both probability-loss flavours and the unit-input control; and the mechanism cells of Keras on
-TensorFlow and on tf_keras (softmax activation / layer / op x fit / eager loop / compiled loop). The expected
-outcome of every cell is the table below; a framework upgrade that changes a behaviour fails with the cell named.
+spec otherwise), run through the real command line, one process per command (as users run it): every backend
+and Keras engine with all four variants, both probability-loss flavours and the unit-input control; and the
+mechanism cells of Keras on TensorFlow and on tf_keras (softmax activation / layer / op x fit / eager loop /
+compiled loop). The expected outcome of every cell is the table below; a framework upgrade that changes a
+behaviour fails with the cell named.
 
 Outcomes (common.report.classify): ``trains`` — test accuracy >= 0.3 (one epoch of logits reaches ~0.5);
 ``stuck`` — finished with accuracy < 0.3 (the clip's zero gradient); ``diverged`` — the loss became NaN/inf.
@@ -126,7 +127,7 @@ def records(tmp_path_factory):
 
 def run_command(command: tuple[str, list[str]], out) -> str | None:
     """One row's command into ``out``; what failed, or None. One thread per process: three run side by side
-    (process start-up dominates one epoch of 2,000 images)."""
+    (process start-up dominates one epoch of 1,000 images)."""
     row, flags = command
     env = dict(os.environ, OMP_NUM_THREADS="1", TF_NUM_INTRAOP_THREADS="1")
     argv = [sys.executable, "-m", "experiments.run", *ROW_FLAGS[row], *flags, "--epochs", "1", *SIZE_FLAGS,

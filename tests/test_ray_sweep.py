@@ -41,7 +41,11 @@ def test_killed_worker_fails_its_runs_and_a_rerun_resumes(local_ray, tmp_path):
     # Seed 778's unit has a second, slower run (fit compiles), during which its worker is killed.
     units = tiny_units([777]) + tiny_units([778], variants="loop_logits,fit_logits")
     count = {}
-    driver = threading.Thread(target=lambda: count.update(first=sweep.run_units(units, tmp_path, sweep.RayExecutor(cpus=1))))
+
+    def first_sweep():
+        count["first"] = sweep.run_units(units, tmp_path, sweep.RayExecutor(cpus=1))
+
+    driver = threading.Thread(target=first_sweep)
     driver.start()
     wait_for_record(tmp_path / "runs.jsonl", seed=778)  # the unit's first run has streamed back ...
     child, worker = wait_for_child(seed=778)
