@@ -8,7 +8,7 @@ no NN library and no layout conversion. The two training paths (docs/design.md, 
 
 Both run the same step on the same batches with the same dropout keys (``fold_in(key(seed), global_step)``),
 so they differ only in what XLA compiles. ``loop_exec="eager"`` runs the loop un-jitted (``jax.disable_jit``):
-the ablation "does compilation change the numbers?" (``experiments/jax_eager_ablation.py``).
+the ablation "does compilation change the numbers?" (``experiments/tools/jax_eager_ablation.py``).
 
 Losses (y one-hot, p = softmax(z), mean over the batch):
   logits:  optax.softmax_cross_entropy(z, y)                  (log-softmax of the logits, stable)

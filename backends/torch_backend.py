@@ -55,7 +55,7 @@ from common.training import Trainer  # noqa: E402
 from common.variants import Variant  # noqa: E402
 from common.weights import Weights, layer_name  # noqa: E402
 
-# All cores, or OMP_NUM_THREADS when set (experiments.sweep sets it to the CPUs a backend process was given).
+# All cores, or OMP_NUM_THREADS when set (experiments.harness.sweep sets it to the CPUs a backend process was given).
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "").split(",")[0] or os.cpu_count() or 1))
 with contextlib.suppress(RuntimeError):  # settable once per process, before any inter-op work: keep the first
     torch.set_num_interop_threads(1)  # nothing here runs ops concurrently; extra pools only compete for cores

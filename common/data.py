@@ -33,7 +33,7 @@ KERAS_FILE_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b
 # Content hashes (x_train, y_train, x_test, y_test as C-contiguous bytes) of files we know by name.
 KNOWN_CONTENT = {
     "06b0d1f124c4e5fa796686ade41a9b778edacc8622f2195a352ef479ad44fc16": "MNIST (canonical 60k/10k split)",
-    # tests/data/mnist_subset.npz, written by `python -m experiments.make_test_subset`.
+    # tests/data/mnist_subset.npz, written by `python -m experiments.tools.make_test_subset`.
     "d2aa5c44cc8d37c49549cef783a7a590f2d48eb5f77c3f8aa4599584f4b9a631": "MNIST test subset (first 3000/1000)",
 }
 KNOWN_FILES = {KERAS_FILE_SHA256: "MNIST (canonical Keras download)"}

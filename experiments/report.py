@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common import cli, mechanism, report
+from experiments.harness import cli, report
+from experiments.mechanism import report as mechanism
 from common.results import RUNS_FILE
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 
 from backends import BACKEND_NAMES, KERAS_ENGINES, BackendError, get_backend
-from common import cli, dirlock
+from common import dirlock
+from experiments.harness import cli
 from common.data import find_mnist
-from common.runner import format_summary, run_sweep
+from experiments.harness.runner import format_summary, run_sweep
 
 
 def build_parser(backend: str | None = None) -> argparse.ArgumentParser:

@@ -1,7 +1,8 @@
 """Sweep units for the executor tests: PyTorch's logits loop on one batch of the vendored subset (fast)."""
 
-from common import cli
-from experiments import run, sweep
+from experiments.harness import cli
+from experiments import run
+from experiments.harness import sweep
 from tests_support import TEST_SUBSET
 
 TINY_SIZES = ["--epochs", "1", "--train-size", "100", "--test-size", "100"]

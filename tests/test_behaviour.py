@@ -7,7 +7,7 @@ mechanism cells of Keras on TensorFlow and on tf_keras (softmax activation / lay
 compiled loop). The expected outcome of every cell is the table below; a framework upgrade that changes a
 behaviour fails with the cell named.
 
-Outcomes (common.report.classify): ``trains`` — test accuracy >= 0.3 (one epoch of logits reaches ~0.5);
+Outcomes (experiments.harness.report.classify): ``trains`` — test accuracy >= 0.3 (one epoch of logits reaches ~0.5);
 ``stuck`` — finished with accuracy < 0.3 (the clip's zero gradient); ``diverged`` — the loss became NaN/inf.
 """
 
@@ -20,7 +20,7 @@ import sys
 
 import pytest
 
-from common.report import classify
+from experiments.harness.report import classify
 from common.results import read_records
 from tests_support import TEST_SUBSET, startup_noise
 

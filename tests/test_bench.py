@@ -15,8 +15,8 @@ from common.data import epoch_batches
 from common.results import backend_label
 from common.spec import Spec
 from common.weights import canonical_shapes
-from experiments import bench, bench_measure, bench_render, bench_targets
-from experiments.bench_refs.gemms import step_gemms
+from experiments.bench import command as bench, measure as bench_measure, render as bench_render, targets as bench_targets
+from experiments.bench.refs.gemms import step_gemms
 
 from tests_support import TEST_SUBSET
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from backends.keras_backend.engine import STARTUP_LOGS_ENV
-from common import cli
+from experiments.harness import cli
 from tests_support import TEST_SUBSET
 
 

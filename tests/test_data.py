@@ -128,7 +128,7 @@ def test_full_mnist_is_identified_by_content_hash():
 def test_make_test_subset_reproduces_the_vendored_file(tmp_path):
     source = FULL_MNIST or TEST_SUBSET  # the subset's own prefix is itself
     out = tmp_path / "subset.npz"
-    subprocess.run([sys.executable, "-m", "experiments.make_test_subset", "--data", str(source), "--out", str(out)],
+    subprocess.run([sys.executable, "-m", "experiments.tools.make_test_subset", "--data", str(source), "--out", str(out)],
                    check=True, capture_output=True)
     assert load_mnist(out).content_sha256 == load_mnist(TEST_SUBSET).content_sha256
 

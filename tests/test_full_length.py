@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from common.data import find_mnist
-from common.report import classify
+from experiments.harness.report import classify
 from common.results import read_records
 
 pytestmark = pytest.mark.slow

@@ -24,7 +24,7 @@ from common.spec import Spec
 from common.training import train
 from common.variants import VARIANTS
 from common.weights import initial_weights
-from experiments.jax_eager_ablation import compare
+from experiments.tools.jax_eager_ablation import compare
 
 # 500 raw-pixel images: 5 steps an epoch, enough to compare paths step by step.
 SMALL = Spec(train_size=500, test_size=100)

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from common.results import read_records
-from experiments import sweep
+from experiments.harness import sweep
 from sweep_support import tiny_units
 
 ray = pytest.importorskip("ray")

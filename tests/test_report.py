@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from common.diagnostics import EpochDiagnostics
-from common.report import build_table, classify, findings_markdown, table_csv, table_markdown, write_reports
+from experiments.harness.report import build_table, classify, findings_markdown, table_csv, table_markdown, write_reports
 from common.results import append_record, make_record
 from common.spec import Spec
 from common.training import TrainOutcome

@@ -9,7 +9,7 @@ import pytest
 
 from common.dirlock import DirectoryInUse, locked
 from common.results import read_records
-from experiments import sweep
+from experiments.harness import sweep
 from sweep_support import TINY, tiny_units
 
 
@@ -54,7 +54,7 @@ def test_make_units_splits_rows_per_seed():
 
 
 def test_executor_ray_without_ray_names_the_extra(monkeypatch, capsys):
-    from experiments import compare
+    from experiments.compare import command as compare
 
     parser = compare.build_parser()
     monkeypatch.setattr(sweep.importlib.util, "find_spec", lambda name: None)  # as if Ray were not installed
@@ -66,5 +66,5 @@ def test_executor_ray_without_ray_names_the_extra(monkeypatch, capsys):
 
 
 def test_ray_is_imported_only_when_asked_for():
-    code = "import sys, experiments.compare, experiments.sweep; assert 'ray' not in sys.modules"
+    code = "import sys, experiments.compare, experiments.harness.sweep; assert 'ray' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0

@@ -18,8 +18,8 @@ from common.results import read_records
 from common.spec import Spec
 from common.training import train
 from common.weights import initial_weights
-from experiments import versions, versions_env
-from experiments.versions_report import predicted
+from experiments.versions import command as versions, env as versions_env
+from experiments.versions.report import predicted
 
 from tests_support import TEST_SUBSET
 

@@ -16,7 +16,7 @@ import optax
 
 from backends.jax_backend import cross_entropy, head_output, logits, make_optimizer, to_params
 from common.data import Dataset
-from experiments.bench_refs import batch_slices
+from experiments.bench.refs import batch_slices
 from common.reference import loss_kind
 from common.spec import Spec
 from common.weights import initial_weights

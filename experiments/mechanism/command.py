@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import argparse
 
-from common import cli, mechanism
+from experiments.harness import cli
+from experiments.mechanism import report as mechanism
 from common.spec import Spec
-from experiments import compare, sweep
+from experiments.compare import command as compare
+from experiments.harness import sweep
 
 STUDY = {"backends": "keras", "engines": "tf_keras", "variants": "fit_probs,loop_probs", "softmax": "all",
          "loop_exec": "both", "prob_loss": "native", "controls": False}
@@ -46,6 +48,3 @@ def main(argv: list[str] | None = None) -> None:
         setattr(args, name, value)
     compare.run(parser, args, argv, report)
 
-
-if __name__ == "__main__":
-    main()

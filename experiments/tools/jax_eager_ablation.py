@@ -3,7 +3,7 @@
 Both runs start from the canonical weights and take the same batches with the same dropout keys; only
 XLA compilation differs. Prints both per-step loss sequences and their largest difference.
 
-    python -m experiments.jax_eager_ablation --steps 5 --data /path/to/mnist.npz
+    python -m experiments.tools.jax_eager_ablation --steps 5 --data /path/to/mnist.npz
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def compare(spec: Spec, head: str, data: Dataset, steps: int) -> tuple[np.ndarra
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m experiments.jax_eager_ablation", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m experiments.tools.jax_eager_ablation", description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--head", choices=("logits", "probs"), default="logits")
     parser.add_argument("--prob-loss", choices=PROB_LOSSES, default="clipped",

@@ -14,7 +14,7 @@ import jax
 from backends.keras_backend.model import make_loss
 from backends.keras_backend.trainers import make_optimizer
 from common.data import Dataset
-from experiments.bench_refs import batch_slices
+from experiments.bench.refs import batch_slices
 from common.spec import Spec
 from common.weights import initial_weights
 

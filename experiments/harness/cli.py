@@ -19,7 +19,7 @@ from backends.keras_backend.engine import STARTUP_LOGS_ENV
 from common.data import DataError
 from common.dirlock import DirectoryInUse
 from common.results import backend_label
-from common.runner import PlannedRun, plan_runs
+from experiments.harness.runner import PlannedRun, plan_runs
 from common.spec import DATA_ORDERS, INPUT_SCALES, LOOP_EXECS, SOFTMAXES, Spec, SpecError
 from common.variants import VARIANT_NAMES, VariantError, parse_variants
 

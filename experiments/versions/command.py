@@ -2,15 +2,15 @@
 
     python -m experiments.versions --tf 2.12,2.13,2.14,2.15,2.16,2.21 --quick --out DIR
 
-For each release, a cached virtual environment (``experiments.versions_env``: ``tensorflow==X.Y.*`` and the
-numpy and Keras pip picks with it; ``--rebuild`` remakes it) runs ``experiments/tf_cells.py`` — TensorFlow and
+For each release, a cached virtual environment (``experiments.versions.env``: ``tensorflow==X.Y.*`` and the
+numpy and Keras pip picks with it; ``--rebuild`` remakes it) runs ``experiments/versions/tf_cells.py`` — TensorFlow and
 numpy only — on data, batch order and initial weights prepared here by ``common``. The cells: the softmax
 written three ways (``activation``, ``layer``, ``op``) x fit / eager loop / compiled loop, probs head,
 Keras' own probability loss. The child's raw measurements go through the shared training driver (replayed)
 and become the usual records in ``DIR/runs.jsonl``, with ``tf_version`` in the spec and the TensorFlow and
 Keras versions in ``env.frameworks``; re-running skips finished cells. Every environment's fate (built,
 reused, or skipped with the reason) is appended to ``DIR/environments.jsonl``. Then DIR gets the report
-(``experiments.versions_report``): table.md, table.csv, versions.png, findings.md.
+(``experiments.versions.report``): table.md, table.csv, versions.png, findings.md.
 """
 
 from __future__ import annotations
@@ -27,19 +27,19 @@ from typing import Any
 
 import numpy as np
 
-from common import cli
+from experiments.harness import cli
 from common.data import Dataset, epoch_batches, load_mnist, prepare
 from common.diagnostics import probe_rows
 from common.dirlock import locked
-from common.report import classify
+from experiments.harness.report import classify
 from common.results import (RUNS_FILE, append_record, capture_env, finished_keys, make_record, read_records,
                             run_key)
 from common.spec import SOFTMAXES, Spec
 from common.training import Trainer, TrainOutcome, train
 from common.variants import VARIANTS
 from common.weights import Weights, initial_weights
-from experiments import versions_env
-from experiments.versions_report import write_report
+from experiments.versions import env as versions_env
+from experiments.versions.report import write_report
 
 PROG = "python -m experiments.versions"
 CHILD = Path(__file__).with_name("tf_cells.py")
@@ -283,6 +283,3 @@ def record_line(record: dict[str, Any]) -> str:
     return f"{cell:<20} {classify(record):<8} accuracy {record['test_accuracy']:.4f}  last cost {cost}  " \
            f"{record['loss_path']}"
 
-
-if __name__ == "__main__":
-    main()

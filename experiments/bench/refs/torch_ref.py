@@ -15,7 +15,7 @@ import torch
 
 from backends.torch_backend import make_loss, synchronize
 from common.data import Dataset
-from experiments.bench_refs import batch_slices
+from experiments.bench.refs import batch_slices
 from common.spec import Spec
 from common.weights import initial_weights
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from common.spec import Spec
-from experiments.bench_refs.gemms import step_gemms
-from experiments.bench_targets import BUSY_WAIT_X_FLOOR
+from experiments.bench.refs.gemms import step_gemms
+from experiments.bench.targets import BUSY_WAIT_X_FLOOR
 
 
 def write_report(report: dict[str, Any], out: Path) -> str:

@@ -12,8 +12,8 @@ import argparse
 from typing import Any
 
 from common.spec import Spec
-from experiments.bench_measure import FULL_RUN_STEPS, timed_calls
-from experiments.bench_refs.gemms import step_gemms
+from experiments.bench.measure import FULL_RUN_STEPS, timed_calls
+from experiments.bench.refs.gemms import step_gemms
 
 COMPILED_MAX_X_FLOOR = 1.5
 BUSY_WAIT_X_FLOOR = 5.0  # measured ~30x the floor with OpenMP's spinning default on 2 cores

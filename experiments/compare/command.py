@@ -4,7 +4,7 @@
     python -m experiments.compare --quick --out /tmp/quick  # 1 epoch on 6000 images: every behaviour, minutes
 
 Each backend (and each extra Keras engine) runs in its own process per seed (frameworks do not share a
-process): one after another here, or as Ray tasks over a cluster (``--executor ray``, experiments/sweep.py).
+process): one after another here, or as Ray tasks over a cluster (``--executor ray``, experiments/harness/sweep.py).
 Records are appended to DIR/runs.jsonl as runs end; re-running the same command skips finished runs, so an
 interrupted sweep resumes where it stopped. One sweep per DIR at a time (a second one exits 2). Then DIR gets
 table.md, table.csv, curves.png, accuracy.png and findings.md (also: python -m experiments.report DIR).
@@ -21,12 +21,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from backends import BACKEND_NAMES, KERAS_ENGINES
-from common import cli, dirlock
+from common import dirlock
+from experiments.harness import cli
 from common.data import find_mnist
-from common.report import table_markdown, write_reports
+from experiments.harness.report import table_markdown, write_reports
 from common.results import RUNS_FILE, append_record, capture_env
 from common.spec import Spec
-from experiments import sweep
+from experiments.harness import sweep
 
 QUICK = {"epochs": 1, "train_size": 6000, "test_size": 2000}
 SWEEPS_FILE = "sweeps.jsonl"
@@ -121,6 +122,3 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[st
     print(f"\n{count.finished} of {count.planned} runs finished ({wall:.0f} s this session) in {args.out} "
           f"(sweep timing in {SWEEPS_FILE})")
 
-
-if __name__ == "__main__":
-    main()

@@ -36,10 +36,10 @@ from typing import Any, Protocol
 
 from tqdm.auto import tqdm
 
-from common import cli
+from experiments.harness import cli
 from common.results import (FINISHED, RECORD_KEYS, RUNS_FILE, append_record, capture_env, make_record, read_records,
                             record_key, run_key)
-from common.runner import PlannedRun
+from experiments.harness.runner import PlannedRun
 
 EXECUTORS = ("local", "ray")
 RAY_EXTRA = "pip install -c constraints.txt -e '.[ray]'"

@@ -4,7 +4,7 @@
 nothing of this project has to be installed there, and old TensorFlow releases (Keras 2) run the same code
 as today's (Keras 3)::
 
-    <venv>/bin/python experiments/tf_cells.py INPUT_DIR OUTPUT.jsonl
+    <venv>/bin/python experiments/versions/tf_cells.py INPUT_DIR OUTPUT.jsonl
 
 INPUT_DIR holds ``arrays.npz`` (model-ready data, every epoch's batch indices, the canonical initial weights
 under ``weight.<name>``) and ``cells.json`` (the hyper-parameters and the cells). A cell is a softmax form

@@ -1,6 +1,6 @@
 """Write the small MNIST subset vendored in ``tests/data`` (so tests need no network and no big file).
 
-    python -m experiments.make_test_subset --data /path/to/mnist.npz
+    python -m experiments.tools.make_test_subset --data /path/to/mnist.npz
 
 It keeps the first 3,000 training and 1,000 test images in file order, in the layout of the full file.
 The result is identified by its content hash (``TEST_SUBSET_SHA256``); the file hash varies with zip
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import cli
+from experiments.harness import cli
 from common.data import content_sha256, load_mnist
 
 TEST_SUBSET = Path(__file__).resolve().parent.parent / "tests" / "data" / "mnist_subset.npz"
@@ -21,7 +21,7 @@ TRAIN_IMAGES, TEST_IMAGES = 3000, 1000
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = cli.Parser(prog="python -m experiments.make_test_subset", description=__doc__.splitlines()[0])
+    parser = cli.Parser(prog="python -m experiments.tools.make_test_subset", description=__doc__.splitlines()[0])
     parser.add_argument("--data", metavar="PATH", help="full MNIST .npz (default: $MNIST_PATH, caches)")
     parser.add_argument("--out", metavar="PATH", default=str(TEST_SUBSET))
     args = parser.parse_args(argv)

@@ -12,16 +12,16 @@ probability loss: the ``native`` one turns NaN on raw pixels in torch and JAX, a
 
 Round-robin with each path's timed calls, in the same process, run (1) the step's matrix multiplies alone, in
 the same framework (``step_gemms``: the floor), and (2) for loops, the loop a user would write
-(``experiments.bench_refs``: the post's Keras code, a PyTorch or JAX tutorial loop) on the same model, loss,
+(``experiments.bench.refs``: the post's Keras code, a PyTorch or JAX tutorial loop) on the same model, loss,
 optimizer and batch size. Interleaving makes the ratios robust to load that drifts while the bench runs.
 
 Each backend (and each extra Keras engine) runs in its own process (``--child``), which writes its figures to
 ``DIR/parts/``; this process merges them, checks the targets and writes ``DIR/bench.json`` and
 ``DIR/bench.md``. A backend whose framework is missing is reported as skipped.
 
-This module is the command line and the processes; the work is in ``bench_measure`` (timing one backend's
-paths), ``bench_targets`` (the targets, PASS or MISS), ``bench_render`` (the report files) and
-``bench_refs`` (the GEMM floor and the reference loops, per framework).
+This module is the command line and the processes; the work is in ``measure`` (timing one backend's
+paths), ``targets`` (the targets, PASS or MISS), ``render`` (the report files) and
+``refs`` (the GEMM floor and the reference loops, per framework).
 """
 
 from __future__ import annotations
@@ -37,17 +37,17 @@ from typing import Any
 
 from backends import BACKEND_NAMES, KERAS_ENGINES, BackendError, get_backend
 from backends.base import DEVICES
-from common import cli
+from experiments.harness import cli
 from common.data import Dataset, Mnist, load_mnist, prepare, steps_per_epoch
 from common.results import backend_label, capture_env
 from common.spec import Spec, SpecError
 from common.variants import HEADS, MODES
-from experiments import bench_refs
-from experiments.bench_measure import bench_path, progress, summary, timed_calls
-from experiments.bench_refs.gemms import step_gemms
-from experiments.bench_render import write_json, write_report
-from experiments.bench_targets import assemble
-from experiments.compare import rows
+from experiments.bench import refs as bench_refs
+from experiments.bench.measure import bench_path, progress, summary, timed_calls
+from experiments.bench.refs.gemms import step_gemms
+from experiments.bench.render import write_json, write_report
+from experiments.bench.targets import assemble
+from experiments.compare.command import rows
 
 DEFAULT_OUT = "results/bench"
 #: On a GPU a step takes well under a millisecond, so per-call costs (index upload, the loss read-back) would
@@ -172,6 +172,3 @@ def run_child(args: argparse.Namespace, spec: Spec, data: Dataset) -> dict[str, 
             "reference_loop": reference_module.DESCRIPTION if reference_module else "none for this engine",
             "env": capture_env(backend.versions(), backend.device_name(), backend.threads())}
 
-
-if __name__ == "__main__":
-    main()

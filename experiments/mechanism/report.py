@@ -16,7 +16,7 @@ from typing import Any
 
 from common import stuck
 from common.diagnostics import LOSS_PATHS
-from common.report import MARKS, STUCK_ACCURACY, Cell, Table, build_table, environment_lines, spec_summary
+from experiments.harness.report import MARKS, STUCK_ACCURACY, Cell, Table, build_table, environment_lines, spec_summary
 from common.results import RUNS_FILE, read_records
 from common.variants import VARIANTS
 

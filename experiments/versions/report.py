@@ -1,6 +1,6 @@
 """The versions study's report, from its records alone: a release x cell table, a plot, and findings.
 
-A cell's outcome is ``common.report.classify`` (trains / stuck / diverged / failed) plus the loss path the
+A cell's outcome is ``experiments.harness.report.classify`` (trains / stuck / diverged / failed) plus the loss path the
 child measured in that cell (R: logits recovered behind the softmax, C: probabilities clipped, L: raw log).
 The findings walk each cell through the releases, name the first release where it changes, and hold every
 cell against what reading the sources predicts (``predicted``).
@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from common.report import MARKS, classify
+from experiments.harness.report import MARKS, classify
 from common.spec import SOFTMAXES, Spec
 
 EXECS = ("fit", "eager", "compiled")

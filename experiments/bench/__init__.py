@@ -1,0 +1,1 @@
+"""The bench study: its command (`python -m experiments.bench`), children and report."""

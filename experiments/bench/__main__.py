@@ -1,0 +1,3 @@
+from experiments.bench.command import main
+
+main()

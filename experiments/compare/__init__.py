@@ -1,0 +1,1 @@
+"""The compare study: its command (`python -m experiments.compare`), children and report."""

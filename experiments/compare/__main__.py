@@ -1,0 +1,3 @@
+from experiments.compare.command import main
+
+main()

@@ -1,0 +1,1 @@
+"""What every study shares: the command-line plumbing (cli), the runs of one backend process (runner), the executors that spread runs over processes and machines (sweep), and the tables and plots of a results directory (report)."""

@@ -1,0 +1,1 @@
+"""The mechanism study: its command (`python -m experiments.mechanism`), children and report."""

@@ -1,0 +1,3 @@
+from experiments.mechanism.command import main
+
+main()

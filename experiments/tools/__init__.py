@@ -1,0 +1,1 @@
+"""One-off tools: the vendored test subset, and the JAX eager-vs-jit ablation."""

@@ -1,0 +1,1 @@
+"""The versions study: its command (`python -m experiments.versions`), children and report."""

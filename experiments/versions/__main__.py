@@ -1,0 +1,3 @@
+from experiments.versions.command import main
+
+main()
