@@ -64,7 +64,7 @@ def documented_commands() -> list[str]:
     pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
     modules = set()
     for page in pages:
-        modules |= set(re.findall(r"python -m (experiments(?:\.\w+)*)", page.read_text(encoding="utf-8")))
+        modules |= set(re.findall(r"python -m (experiments(?:\.\w+)+)", page.read_text(encoding="utf-8")))
     return sorted(modules)
 
 
