@@ -103,3 +103,28 @@ def test_table_md_shows_n_mean_and_interval(records, tmp_path):
     findings = (tmp_path / "findings.md").read_text()
     assert "## Differences over seeds" in findings and "Seeds: 2 of 5 seeds diverged, 3 stuck" in findings
     assert table_markdown(build_table(records)).count("(n=5)") == 4
+
+
+def on_machine(record_, machine_class):
+    record_["env"] = {**record_["env"], "machine_class": machine_class}
+    return record_
+
+
+def test_a_cell_from_two_machine_classes_says_so_with_the_counts(records):
+    torch_loop = [r for r in records if r["backend"] == "torch" and r["variant"] == "loop_logits"]
+    for r in torch_loop[:2]:
+        on_machine(r, "x86_64-amd-25.17-avx512")
+    for r in torch_loop[2:]:
+        on_machine(r, "x86_64-intel-6.207-avx512")
+    cell = build_table(records).rows["torch"]["loop_logits"]
+    assert cell.machine_counts == {"x86_64-intel-6.207-avx512": 3, "x86_64-amd-25.17-avx512": 2}
+    assert cell.text().endswith("(mixed machines: 3 on x86_64-intel-6.207-avx512, 2 on x86_64-amd-25.17-avx512)")
+    assert "mixed" not in build_table(records).rows["torch"]["fit_logits"].text()  # one (unrecorded) class
+
+
+def test_a_paired_difference_pairs_only_runs_of_one_machine_class(records):
+    paired = differences_markdown(build_table(records))
+    assert "torch: fit_logits − loop_logits" in paired and "paired" in paired.split("\n")[0]
+    on_machine(next(r for r in records if r["backend"] == "torch" and r["variant"] == "fit_logits"), "other-class")
+    unpaired = [line for line in differences_markdown(build_table(records)).split("\n") if "torch: fit_logits" in line]
+    assert len(unpaired) == 1 and "cannot pair by seed" in unpaired[0] and "Welch" in unpaired[0]

@@ -8,6 +8,10 @@ how many seeds had which outcome. Outcomes (``classify``):
   diverged — the loss became NaN/inf (status ``diverged``)
   failed   — the run raised (status ``failed``)
 The post's four figures form the reference row.
+
+Figures reproduce bit for bit only on a machine that computes the same way (``common.machine``), so the report
+never mixes machines silently: a cell whose runs come from more than one machine class says so, with the count
+per class, and a difference paired by seed pairs only runs of the same machine class.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import csv
 import dataclasses
 import io
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +57,12 @@ def classify(record: dict[str, Any]) -> str:
     return "stuck" if (record["test_accuracy"] or 0.0) < STUCK_ACCURACY else "trains"
 
 
+def machine_class_of(record: dict[str, Any]) -> str:
+    """The record's machine-class key; a record made before the key existed names the CPU it recorded."""
+    env = record.get("env") or {}
+    return env.get("machine_class") or f"unrecorded ({env.get('cpu') or 'unknown CPU'})"
+
+
 def row_label(record: dict[str, Any]) -> str:
     """backend[/engine], then what sets the run apart from the post's cell: a control (unit inputs, the
     clipped loss), a softmax form other than the activation, a loop execution other than the row's default."""
@@ -78,8 +88,22 @@ class Cell:
         return [r["test_accuracy"] for r in self.records if r["test_accuracy"] is not None]
 
     @property
-    def accuracy_by_seed(self) -> dict[int, float]:
-        return {r["seed"]: r["test_accuracy"] for r in self.records if r["test_accuracy"] is not None}
+    def accuracy_by_seed(self) -> dict[int, tuple[float, str]]:
+        """seed -> (test accuracy, machine class of the run)."""
+        return {r["seed"]: (r["test_accuracy"], machine_class_of(r)) for r in self.records
+                if r["test_accuracy"] is not None}
+
+    @property
+    def machine_counts(self) -> dict[str, int]:
+        """Runs per machine class, most first."""
+        return dict(Counter(machine_class_of(r) for r in self.records).most_common())
+
+    def machines_text(self) -> str:
+        """Empty when every run shares one machine class, else ``mixed machines: 3 on A, 2 on B``."""
+        counts = self.machine_counts
+        if len(counts) < 2:
+            return ""
+        return "mixed machines: " + ", ".join(f"{n} on {name}" for name, n in counts.items())
 
     @property
     def outcome(self) -> str:
@@ -112,7 +136,8 @@ class Cell:
         if stats is None:
             return f"— (n={n}){mark}" if n > 1 else f"—{mark}"
         interval = f" [{stats.ci95[0]:.4f}, {stats.ci95[1]:.4f}]" if stats.ci95 else ""
-        return f"{stats.mean:.4f}{interval} (n={n}){mark}"
+        machines = f" ({self.machines_text()})" if self.machines_text() else ""
+        return f"{stats.mean:.4f}{interval} (n={n}){mark}{machines}"
 
 
 @dataclasses.dataclass
@@ -194,7 +219,8 @@ def statistics_markdown(table: Table) -> str:
                 continue
             figures = (f"{stats.mean:.4f} | {stats.std:.4f} | [{stats.ci95[0]:.4f}, {stats.ci95[1]:.4f}] | "
                        f"{stats.min:.4f}–{stats.max:.4f}" if stats and stats.ci95 else "— | — | — | —")
-            lines.append(f"| {label} | {variant} | {len(cell.records)} | {figures} | {cell.counts_text()} |")
+            machines = f"; {cell.machines_text()}" if cell.machines_text() else ""
+            lines.append(f"| {label} | {variant} | {len(cell.records)} | {figures} | {cell.counts_text()}{machines} |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
@@ -225,11 +251,18 @@ def _difference(context: str, name_a: str, name_b: str, a: Cell, b: Cell) -> str
     """One finding line on mean(a) − mean(b); empty without an interval (n < 2 on a side).
 
     The same seed gives both cells the same initial weights and batch order, so cells over the same seeds are
-    compared seed by seed (paired t); cells over different seeds fall back to Welch's comparison of means."""
+    compared seed by seed (paired t) — but only where both runs of a seed share a machine class, since two
+    machines that compute differently are not the same experiment twice. Cells over different seeds, or whose
+    seeds ran on different machine classes, fall back to Welch's comparison of means, and the line says why."""
     by_seed_a, by_seed_b = a.accuracy_by_seed, b.accuracy_by_seed
+    note = ""
     if by_seed_a.keys() == by_seed_b.keys():
         seeds = sorted(by_seed_a)
-        diff = paired_difference([by_seed_a[s] for s in seeds], [by_seed_b[s] for s in seeds])
+        if all(by_seed_a[s][1] == by_seed_b[s][1] for s in seeds):
+            diff = paired_difference([by_seed_a[s][0] for s in seeds], [by_seed_b[s][0] for s in seeds])
+        else:
+            note = "; cannot pair by seed: some seeds ran on different machine classes"
+            diff = welch_difference(a.accuracies, b.accuracies)
     else:
         diff = welch_difference(a.accuracies, b.accuracies)
     if diff is None or diff.ci95 is None:
@@ -247,7 +280,7 @@ def _difference(context: str, name_a: str, name_b: str, a: Cell, b: Cell) -> str
     else:
         df = f"df {diff.df:.1f}"
     return (f"- {context}: {name_a} − {name_b} = {diff.estimate:+.4f}, {diff.method} [{low:+.4f}, {high:+.4f}] "
-            f"({df}; {n}): {verdict}.")
+            f"({df}; {n}{note}): {verdict}.")
 
 
 def table_csv(table: Table) -> str:
@@ -280,8 +313,8 @@ def environment_lines(table: Table) -> list[str]:
         env = r["env"]
         frameworks = ", ".join(f"{k} {v}" for k, v in sorted(env.get("frameworks", {}).items()))
         row = backend_label(r["backend"], r["engine"])
-        key = f"{row}: {frameworks}; device {r['device']} ({env.get('device_name')}); CPU {env.get('cpu')} " \
-              f"x{env.get('cpu_count')}; Python {env.get('python')}, numpy {env.get('numpy')}; " \
+        key = f"{row}: {frameworks}; device {r['device']} ({env.get('device_name')}); machine class " \
+              f"{machine_class_of(r)}; CPU {env.get('cpu')} x{env.get('cpu_count')}; Python {env.get('python')}, numpy {env.get('numpy')}; " \
               f"commit {env.get('git_commit')}"
         seen.setdefault(key, []).append(r["finished_at"])
     return [f"- {key}; finished {min(dates)[:10]}" for key, dates in seen.items()]
