@@ -56,6 +56,12 @@ class Backend(abc.ABC):
         """Thread settings that affect speed, under ``common.results.THREAD_KEYS`` (None where not set)."""
         return {}
 
+    @abc.abstractmethod
+    def kernel_info(self) -> dict[str, Any]:
+        """The framework's own account of the kernels it runs here, for every record's ``env.kernels``: the
+        instruction set or kernel library it chose and the settings that change its arithmetic
+        (``backends.kernel_info``); ``common.machine`` records what the hardware offers."""
+
     # --- model --------------------------------------------------------------------------------------------
     @abc.abstractmethod
     def build_model(self, spec: Spec, head: str, weights: Weights) -> Any:

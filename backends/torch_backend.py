@@ -27,6 +27,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from typing import Any
 
 # With as many OpenMP threads as cores, libgomp's idle workers spin and fight the busy threads for the two
 # cores: measured ~650 ms/step instead of ~22 ms. OpenMP reads the policy once, when torch loads, so it must
@@ -47,8 +48,9 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from backends.base import Backend, BackendError  # noqa: E402
+from backends.kernel_info import torch_kernels  # noqa: E402
 from common.data import Dataset  # noqa: E402
-from common.diagnostics import PLAIN_LOSS_PATH  # noqa: E402
+from common.diagnostics import PLAIN_LOSS_PATH, StepCounts  # noqa: E402
 from common.reference import loss_kind  # noqa: E402
 from common.spec import Spec  # noqa: E402
 from common.training import Trainer  # noqa: E402
@@ -132,6 +134,21 @@ def make_loss(head: str, prob_loss: str, clip_epsilon: float) -> LossFn:
     return lambda p, labels, y: -(y * torch.log(torch.clamp(p, clip_epsilon, 1.0 - clip_epsilon))).sum(-1).mean()
 
 
+def unclipped_rows(output: torch.Tensor, labels: torch.Tensor, probs: bool, clip_epsilon: float) -> torch.Tensor:
+    """Rows whose true-class probability lies inside (eps, 1 - eps), compared in float32 as the clamp compares
+    them; ``output`` is the model's (probabilities when ``probs``, else logits)."""
+    p = output if probs else torch.softmax(output, dim=-1)
+    p_true = p.gather(1, labels[:, None])
+    return ((p_true > clip_epsilon) & (p_true < 1.0 - clip_epsilon)).sum()
+
+
+def nonzero_gradient(model: nn.Sequential) -> torch.Tensor:
+    """Whether the step's gradient is non-zero, read off the output layer's (see ``backends.jax_backend.step_counts``
+    for why that layer tells)."""
+    output_layer = linears(model)[-1][1]
+    return output_layer.weight.grad.ne(0).any() | output_layer.bias.grad.ne(0).any()
+
+
 def eval_loss_and_grads(model: nn.Sequential, loss_fn: LossFn, x: torch.Tensor, labels: torch.Tensor,
                         y: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], torch.Tensor]:
     """Eval-mode (loss, parameter gradients, logits); ``autograd.grad`` leaves every ``.grad`` untouched."""
@@ -200,6 +217,7 @@ class TorchTrainer(Trainer):
         self.seed = spec.seed
         self.rng_state: tuple[torch.Tensor, ...] | None = None
         self.compiled = variant.mode == "fit" or spec.loop_exec == "compiled"  # a compiled loop is fit's step
+        self.probs, self.clip_epsilon = variant.head == "probs", spec.clip_epsilon
         # fullgraph: one graph or an error, never a silent eager fallback (graph break, recompile limit).
         # Parameters are graph inputs, so later trainers of the same head and loss reuse the compiled code.
         self.batch_loss = torch.compile(self.loss, fullgraph=True) if self.compiled else self.loss
@@ -209,16 +227,20 @@ class TorchTrainer(Trainer):
         y = torch.as_tensor(y, device=self.device)
         return torch.as_tensor(x, device=self.device), y.argmax(-1), y
 
-    def loss(self, x: torch.Tensor, labels: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The variant's loss on a batch, with dropout as the model's mode (train/eval) says."""
-        return self.loss_fn(self.model(x), labels, y)
+    def loss(self, x: torch.Tensor, labels: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The variant's loss on a batch, with dropout as the model's mode (train/eval) says, and its unclipped
+        rows (``unclipped_rows``)."""
+        output = self.model(x)
+        return self.loss_fn(output, labels, y), unclipped_rows(output, labels, self.probs, self.clip_epsilon)
 
-    def train_step(self, x: torch.Tensor, labels: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def train_step(self, x: torch.Tensor, labels: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One update; (the batch loss, [unclipped rows, 1 if the gradient was non-zero]), on the device."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.batch_loss(x, labels, y)
+        loss, unclipped = self.batch_loss(x, labels, y)
         loss.backward()
+        counts = torch.stack([unclipped, nonzero_gradient(self.model).long()])
         self.optimizer.step()
-        return loss.detach()
+        return loss.detach(), counts
 
     @contextlib.contextmanager
     def own_rng(self) -> Iterator[None]:
@@ -241,25 +263,27 @@ class TorchTrainer(Trainer):
     def run_epoch(self, batches: np.ndarray) -> np.ndarray:
         rows = torch.as_tensor(batches, dtype=torch.long, device=self.device)
         losses = torch.empty(len(rows), device=self.device)
+        counts = torch.empty((len(rows), 2), dtype=torch.long, device=self.device)
         self.model.train()
         with self.own_rng():
             start = 0
             if self.compiled and not self.compile_seconds:
                 # Step 0 traces and compiles forward and backward, then trains; step 1 runs compiled code.
-                first = self._timed_step(rows, losses, 0)
-                second = self._timed_step(rows, losses, 1) if len(rows) > 1 else 0.0
+                first = self._timed_step(rows, losses, counts, 0)
+                second = self._timed_step(rows, losses, counts, 1) if len(rows) > 1 else 0.0
                 self.compile_seconds = max(first - second, 1e-9)
                 start = min(2, len(rows))
             for i in range(start, len(rows)):
-                self._step(rows, losses, i)
-        return losses.cpu().numpy()  # the epoch's one device-to-host read
+                self._step(rows, losses, counts, i)
+        self.step_counts = StepCounts.from_columns(counts.cpu().numpy())  # the epoch's device-to-host reads
+        return losses.cpu().numpy()
 
-    def _step(self, rows: torch.Tensor, losses: torch.Tensor, i: int) -> None:
-        losses[i] = self.train_step(self.x[rows[i]], self.labels[rows[i]], self.y[rows[i]])
+    def _step(self, rows: torch.Tensor, losses: torch.Tensor, counts: torch.Tensor, i: int) -> None:
+        losses[i], counts[i] = self.train_step(self.x[rows[i]], self.labels[rows[i]], self.y[rows[i]])
 
-    def _timed_step(self, rows: torch.Tensor, losses: torch.Tensor, i: int) -> float:
+    def _timed_step(self, rows: torch.Tensor, losses: torch.Tensor, counts: torch.Tensor, i: int) -> float:
         start = time.perf_counter()
-        self._step(rows, losses, i)
+        self._step(rows, losses, counts, i)
         synchronize(self.device)
         return time.perf_counter() - start
 
@@ -313,6 +337,9 @@ class TorchBackend(Backend):
     def threads(self) -> dict[str, int | str | None]:
         return {"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads(),
                 "omp_wait_policy": OMP_WAIT_POLICY or "default (torch was imported first)"}
+
+    def kernel_info(self) -> dict[str, Any]:
+        return torch_kernels(self.torch_device)
 
     def build_model(self, spec: Spec, head: str, weights: Weights) -> nn.Sequential:
         model = build_mlp(spec, head, self.torch_device)

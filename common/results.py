@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from common.machine import describe as describe_machine, machine_class
 from common.spec import Spec
 from common.variants import Variant
 
@@ -165,16 +166,22 @@ def finished_keys(path: str | os.PathLike) -> set[tuple]:
     return {record_key(r) for r in read_records(path) if r["status"] in FINISHED}
 
 
-def capture_env(framework_versions: dict[str, str], device_name: str, threads: dict[str, Any]) -> dict[str, Any]:
+def capture_env(framework_versions: dict[str, str], device_name: str, threads: dict[str, Any],
+                kernels: dict[str, Any] | None = None) -> dict[str, Any]:
     """Versions, machine and code identity recorded beside every result.
 
     ``device_name`` is ``"cpu"`` or the accelerator's model; ``threads`` holds exactly ``THREAD_KEYS`` (a
-    setting the framework does not have, or a run that never started one, is None).
+    setting the framework does not have, or a run that never started one, is None); ``kernels`` is the
+    framework's own account of the kernels it runs (a backend's ``kernel_info()``; None where no framework ran).
+    What decides a run's bits is in ``machine`` (``common.machine.describe``: CPU vendor, family, model,
+    instruction-set flags, kernel settings, GPUs) and its short key ``machine_class``; ``cpu`` (the model
+    name) stays for older readers.
     """
     unknown = sorted(set(threads) - set(THREAD_KEYS))
     if unknown:
         raise ValueError(f"thread settings {unknown} are not among {THREAD_KEYS}")
     threads = {key: threads.get(key) for key in THREAD_KEYS}
+    machine = describe_machine()
     return {
         "python": platform.python_version(),
         "numpy": np.__version__,
@@ -184,6 +191,9 @@ def capture_env(framework_versions: dict[str, str], device_name: str, threads: d
         "cpu_count": os.cpu_count(),
         "device_name": device_name,
         "threads": threads,
+        "machine": machine,
+        "machine_class": machine_class(machine, device_name),
+        "kernels": kernels,
         "git_commit": git_commit(),
     }
 
@@ -200,13 +210,26 @@ def cpu_model() -> str:
 
 
 def git_commit() -> str | None:
-    """HEAD of this checkout, with ``+dirty`` when the work tree has changes; None outside git."""
+    """HEAD of this checkout, with ``+dirty`` when tracked files have uncommitted changes (``tracked_changes``);
+    None outside git."""
+    head = _git("rev-parse", "HEAD")
+    if head is None:
+        return None
+    return head.strip() + ("+dirty" if tracked_changes() else "")
+
+
+def tracked_changes() -> list[str] | None:
+    """The tracked files of this checkout with uncommitted changes, staged or not, as ``git status`` names them
+    (``old -> new`` for a rename); None outside git."""
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return None if status is None else [line[3:] for line in status.splitlines() if line.strip()]
+
+
+def _git(*args: str) -> str | None:
+    """``git ARGS``' output in this checkout; None where git or the repository is missing."""
     root = Path(__file__).resolve().parent.parent
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10,
+                              check=True).stdout
     except (OSError, subprocess.SubprocessError):
         return None
-    return commit + ("+dirty" if dirty else "")

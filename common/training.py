@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from common.data import Dataset, class_shares, epoch_batches, steps_per_epoch
-from common.diagnostics import EpochDiagnostics, diagnose, probe_rows
+from common.diagnostics import EpochDiagnostics, StepCounts, class_probe_rows, diagnose, probe_rows
 from common.spec import Spec
 from common.weights import Weights
 
@@ -29,12 +29,15 @@ class Trainer(abc.ABC):
     loss_path: str
     #: Seconds spent compiling (tracing, XLA, torch.compile), measured by the backend; 0 for eager paths.
     compile_seconds: float = 0.0
+    #: What the steps of the last ``run_epoch`` counted (``common.diagnostics.StepCounts``), read with its losses;
+    #: None where the training path does not count.
+    step_counts: StepCounts | None = None
 
     @abc.abstractmethod
     def run_epoch(self, batches: np.ndarray) -> np.ndarray:
         """Train on ``batches`` (steps, batch_size) of training-row indices; return the per-step losses.
 
-        The losses stay on the device during the epoch and are read once at its end.
+        The losses stay on the device during the epoch and are read once at its end, with ``step_counts``.
         """
 
     @abc.abstractmethod
@@ -48,6 +51,11 @@ class Trainer(abc.ABC):
     @abc.abstractmethod
     def weights(self) -> Weights:
         """Current parameters in the canonical layout."""
+
+    def train_predictions(self, x: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+        """Eval-mode predicted class of every row of ``x`` (training rows: the locked class set); None where the
+        trainer cannot tell."""
+        return self.evaluate(x, y)[1]
 
 
 @dataclasses.dataclass
@@ -70,12 +78,13 @@ class TrainOutcome:
 def train(spec: Spec, trainer: Trainer, data: Dataset, on_epoch: EpochCallback | None = None) -> TrainOutcome:
     """Run ``spec.epochs`` epochs of the shared batch order; stop after a non-finite epoch if the spec says so."""
     n_train = len(data.x_train)
-    probe = probe_rows(n_train)
+    probe, class_probe = probe_rows(n_train), class_probe_rows(n_train)
     probe_x, probe_y = data.x_train[probe], data.y_train[probe]
 
-    def diagnostics_at(epoch: int) -> EpochDiagnostics:
+    def diagnostics_at(epoch: int, counts: StepCounts | None = None) -> EpochDiagnostics:
         logits, grad_norm = trainer.probe(probe_x, probe_y)
-        return diagnose(epoch, logits, probe_y, grad_norm, trainer.loss_path)
+        predicted = trainer.train_predictions(data.x_train[class_probe], data.y_train[class_probe])
+        return diagnose(epoch, logits, probe_y, grad_norm, trainer.loss_path, predicted, counts)
 
     diagnostics = [diagnostics_at(0)]
     costs: list[float] = []
@@ -92,7 +101,7 @@ def train(spec: Spec, trainer: Trainer, data: Dataset, on_epoch: EpochCallback |
         bad = np.flatnonzero(~np.isfinite(epoch_losses))
         if bad.size and first_bad is None:
             first_bad = epoch * steps_per_epoch(spec, n_train) + int(bad[0])
-        diagnostics.append(diagnostics_at(epoch + 1))
+        diagnostics.append(diagnostics_at(epoch + 1, trainer.step_counts))
         if on_epoch is not None:
             on_epoch(epoch + 1, costs[-1], diagnostics[-1])
         if first_bad is not None and spec.stop_on_nonfinite:

@@ -23,6 +23,7 @@ def build_parser(backend: str | None = None) -> argparse.ArgumentParser:
         parser.add_argument("--backend", required=True, choices=BACKEND_NAMES)
     parser.add_argument("--engine", choices=KERAS_ENGINES, help="Keras only: the engine (default tensorflow)")
     cli.add_run_flags(parser)
+    cli.add_optimizer_flags(parser)
     return parser
 
 

@@ -50,6 +50,9 @@ class KerasBackend(Backend):
     def threads(self) -> dict[str, Any]:
         return self.keras_engine.threads()
 
+    def kernel_info(self) -> dict[str, Any]:
+        return self.keras_engine.kernel_info()
+
     # --- model --------------------------------------------------------------------------------------------
     def build_model(self, spec: Spec, head: str, weights: Weights) -> Any:
         return mlp.build_model(self.keras_engine, spec, head, weights)
@@ -74,7 +77,7 @@ class KerasBackend(Backend):
     def loss_and_grads(self, spec: Spec, head: str, model: Any, x: np.ndarray, y: np.ndarray) -> tuple[float, Weights]:
         engine = self.keras_engine
         loss_fn = mlp.make_loss(engine, head, spec.prob_loss, spec.clip_epsilon)
-        loss, grads = engine.value_and_grads(model, loss_fn, x, y, training=False)
+        loss, grads, _ = engine.value_and_grads(model, loss_fn, x, y, training=False)
         names = mlp.canonical_names(engine, model)
         return float(engine.to_numpy(loss)), {n: engine.to_numpy(g) for n, g in zip(names, grads)}
 

@@ -10,11 +10,13 @@ a Python loop over a jitted step). Run unjitted, the same code would be traced a
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import jax
 import keras
 
 from backends.keras_backend.engine import Engine, Stepper, no_gpu
+from backends.kernel_info import jax_kernels
 
 
 class JaxEngine(Engine):
@@ -30,14 +32,18 @@ class JaxEngine(Engine):
         device = jax.devices()[0]
         return "cpu" if device.platform == "cpu" else device.device_kind
 
+    def kernel_info(self) -> dict[str, Any]:
+        return jax_kernels(jax.devices()[0])
+
     def value_and_grads(self, model, loss_fn, x, y, training: bool):
         non_trainable = [v.value for v in model.non_trainable_variables]
 
         def loss_of(trainable):
             output, _ = model.stateless_call(trainable, non_trainable, x, training=training)
-            return loss_fn(y, output)
+            return loss_fn(y, output), output
 
-        return jax.value_and_grad(loss_of)([v.value for v in model.trainable_variables])
+        (loss, output), grads = jax.value_and_grad(loss_of, has_aux=True)([v.value for v in model.trainable_variables])
+        return loss, grads, output
 
     def value_and_grad_input(self, fn, z):
         return jax.value_and_grad(fn)(jax.numpy.asarray(z))
@@ -45,8 +51,8 @@ class JaxEngine(Engine):
     def softmax_op(self, z):
         return jax.nn.softmax(z)
 
-    def stepper(self, model, optimizer, loss_fn, compiled: bool) -> Stepper:
-        return JitStepper(model, optimizer, loss_fn, compiled)
+    def stepper(self, model, optimizer, loss_fn, compiled: bool, counts) -> Stepper:
+        return JitStepper(model, optimizer, loss_fn, counts, compiled)
 
 
 class JitStepper(Stepper):
@@ -54,7 +60,7 @@ class JitStepper(Stepper):
     arrays between steps and is written back to the Keras variables by ``sync``. ``compiled=False`` runs the
     same pure step without ``jax.jit``, op by op."""
 
-    def __init__(self, model, optimizer, loss_fn, compiled: bool = True):
+    def __init__(self, model, optimizer, loss_fn, counts, compiled: bool = True):
         optimizer.build(model.trainable_variables)
         self.model, self.optimizer = model, optimizer
         self.state = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables],
@@ -66,11 +72,12 @@ class JitStepper(Stepper):
 
             def loss_of(trainable, non_trainable):
                 output, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
-                return loss_fn(y, output), non_trainable
+                return loss_fn(y, output), (output, non_trainable)
 
-            (loss, non_trainable), grads = jax.value_and_grad(loss_of, has_aux=True)(trainable, non_trainable)
+            (loss, (output, non_trainable)), grads = jax.value_and_grad(loss_of, has_aux=True)(trainable,
+                                                                                                non_trainable)
             trainable, optimizer_state = optimizer.stateless_apply(optimizer_state, grads, trainable)
-            return loss, (trainable, non_trainable, optimizer_state)
+            return (loss, counts(y, output, grads)), (trainable, non_trainable, optimizer_state)
 
         self._jitted = jax.jit(train_step)
         self._step = None if compiled else train_step  # None: AOT-compiled on the first epoch
@@ -82,11 +89,11 @@ class JitStepper(Stepper):
             start = time.perf_counter()
             self._step = self._jitted.lower(self.state, x_all, y_all, batches[0]).compile()
             self.compile_seconds = time.perf_counter() - start
-        losses = []
+        outputs = []
         for rows in batches:
-            loss, self.state = self._step(self.state, x_all, y_all, rows)
-            losses.append(loss)
-        return losses
+            output, self.state = self._step(self.state, x_all, y_all, rows)
+            outputs.append(output)
+        return outputs
 
     def sync(self) -> None:
         trainable, non_trainable, optimizer_state = self.state

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import time
 import types
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
 from backends.base import BackendError
 from backends.keras_backend.engine import EagerStepper, Engine, no_gpu
+from backends.kernel_info import tensorflow_kernels
 
 
 class TFEngine(Engine):
@@ -46,16 +48,20 @@ class TFEngine(Engine):
         return {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                 "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}
 
+    def kernel_info(self) -> dict[str, Any]:
+        return tensorflow_kernels(gpu=self.device == "gpu")
+
     def value_and_grads(self, model, loss_fn, x, y, training: bool):
         with tf.GradientTape() as tape:
-            loss = loss_fn(y, model(x, training=training))
-        return loss, tape.gradient(loss, model.trainable_variables)
+            output = model(x, training=training)
+            loss = loss_fn(y, output)
+        return loss, tape.gradient(loss, model.trainable_variables), output
 
     def softmax_op(self, z):
         return tf.nn.softmax(z)
 
-    def stepper(self, model, optimizer, loss_fn, compiled: bool) -> EagerStepper:
-        stepper = EagerStepper(self, model, optimizer, loss_fn)
+    def stepper(self, model, optimizer, loss_fn, compiled: bool, counts) -> EagerStepper:
+        stepper = EagerStepper(self, model, optimizer, loss_fn, counts)
         return GraphStepper(stepper) if compiled else stepper
 
     def value_and_grad_input(self, fn, z):
@@ -75,7 +81,7 @@ class GraphStepper(EagerStepper):
     """
 
     def __init__(self, eager: EagerStepper):
-        super().__init__(eager.engine, eager.model, eager.optimizer, eager.loss_fn)
+        super().__init__(eager.engine, eager.model, eager.optimizer, eager.loss_fn, eager.counts)
         self._graph_step = tf.function(lambda x, y: EagerStepper.step(self, x, y), autograph=False)
 
     def step(self, x, y):

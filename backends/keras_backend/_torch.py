@@ -8,11 +8,13 @@ gradient of the loss w.r.t. the parameters, then the Keras optimizer's update un
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import keras
 import torch
 
 from backends.keras_backend.engine import Engine, no_gpu
+from backends.kernel_info import torch_kernels
 
 
 class TorchEngine(Engine):
@@ -35,10 +37,14 @@ class TorchEngine(Engine):
         return {"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads(),
                 "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
 
+    def kernel_info(self) -> dict[str, Any]:
+        return torch_kernels(torch.device("cuda" if self.device == "gpu" else "cpu"))
+
     def value_and_grads(self, model, loss_fn, x, y, training: bool):
-        loss = loss_fn(y, model(x, training=training))
+        output = model(x, training=training)
+        loss = loss_fn(y, output)
         grads = torch.autograd.grad(loss, [v.value for v in model.trainable_variables])
-        return loss.detach(), list(grads)
+        return loss.detach(), list(grads), output.detach()
 
     def softmax_op(self, z):
         return torch.softmax(z, dim=-1)

@@ -53,12 +53,17 @@ class Engine:
     def threads(self) -> dict[str, Any]:
         return {}
 
+    def kernel_info(self) -> dict[str, Any]:
+        """The engine's framework's account of its kernels (``backends.kernel_info``)."""
+        raise NotImplementedError
+
     def dropout_seed(self, seed: int, layer: int) -> int:
         """The seed of hidden layer ``layer``'s Dropout: one per layer, so that layers draw different masks."""
         return seed + layer
 
     def value_and_grads(self, model, loss_fn, x, y, training: bool):
-        """``loss_fn(y, model(x))`` and its gradients w.r.t. ``model.trainable_variables`` (no update)."""
+        """(``loss_fn(y, model(x))``, its gradients w.r.t. ``model.trainable_variables``, the output ``model(x)``);
+        no update."""
         raise NotImplementedError
 
     def value_and_grad_input(self, fn, z):
@@ -69,11 +74,12 @@ class Engine:
         """The engine's own bare softmax over the last axis (``tf.nn.softmax``, ``jax.nn.softmax``, ...)."""
         raise NotImplementedError
 
-    def stepper(self, model, optimizer, loss_fn, compiled: bool) -> Stepper:
-        """The hand-written training step a user of this engine writes (``EagerStepper``), or compiled."""
+    def stepper(self, model, optimizer, loss_fn, compiled: bool, counts) -> Stepper:
+        """The hand-written training step a user of this engine writes (``EagerStepper``), or compiled;
+        ``counts(y, output, grads)`` gives what each step counts (``model.step_counts``)."""
         if compiled:
             raise NotImplementedError(f"the {self.name} engine has no compiled loop")
-        return EagerStepper(self, model, optimizer, loss_fn)
+        return EagerStepper(self, model, optimizer, loss_fn, counts)
 
     def apply(self, optimizer, grads, variables) -> None:
         optimizer.apply_gradients(zip(grads, variables))
@@ -88,11 +94,12 @@ class Stepper:
     compile_seconds = 0.0
 
     def step(self, x, y):
-        """Train on one batch; return its loss as a device scalar (no host read)."""
+        """Train on one batch; return (its loss, its counts) as device tensors (no host read)."""
         raise NotImplementedError
 
     def run(self, ops, x_all, y_all, batches):
-        """Train on every row of ``batches`` (steps, batch) of the device data; the step losses, on the device.
+        """Train on every row of ``batches`` (steps, batch) of the device data; each step's (loss, counts), on the
+        device.
 
         The epoch's batches are gathered on the device at once, then sliced per step, as the eager loops do.
         """
@@ -106,13 +113,13 @@ class Stepper:
 class EagerStepper(Stepper):
     """The post's loop body: forward in training mode, gradient, ``apply_gradients`` — op by op, no tracing."""
 
-    def __init__(self, engine: Engine, model, optimizer, loss_fn):
-        self.engine, self.model, self.optimizer, self.loss_fn = engine, model, optimizer, loss_fn
+    def __init__(self, engine: Engine, model, optimizer, loss_fn, counts):
+        self.engine, self.model, self.optimizer, self.loss_fn, self.counts = engine, model, optimizer, loss_fn, counts
 
     def step(self, x, y):
-        loss, grads = self.engine.value_and_grads(self.model, self.loss_fn, x, y, training=True)
+        loss, grads, output = self.engine.value_and_grads(self.model, self.loss_fn, x, y, training=True)
         self.engine.apply(self.optimizer, grads, self.model.trainable_variables)
-        return loss
+        return loss, self.counts(y, output, grads)
 
 
 def load(name: str, device: str) -> Engine:

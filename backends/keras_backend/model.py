@@ -131,6 +131,27 @@ def make_loss(engine: Engine, head: str, prob_loss: str, clip_epsilon: float):
     return clipped
 
 
+def step_counts(engine: Engine, head: str, clip_epsilon: float):
+    """``counts(y, output, grads)``: [rows whose true-class probability lies inside (eps, 1 - eps), 1 if the
+    gradient is non-zero] of one training step (``common.diagnostics.StepCounts``), on the device.
+
+    As in the JAX and PyTorch backends, "non-zero" is read off the output layer's gradient, the last two of
+    ``grads`` (its kernel and bias: ``canonical_names``); ``backends.jax_backend.step_counts`` says why that layer
+    tells. The bounds are compared in float32. Keras' own clip (the native loss on an eager softmax op) also
+    divides p by its sum first, which moves it by float32 rounding at most.
+    """
+    ops = engine.ops
+
+    def counts(y, output, grads):
+        p = output if head == "probs" else engine.softmax_op(output)
+        p_true = ops.sum(ops.cast(y, p.dtype) * p, axis=-1)
+        unclipped = ops.sum(ops.cast((p_true > clip_epsilon) & (p_true < 1.0 - clip_epsilon), "int32"))
+        nonzero = ops.sum(ops.cast(grads[-2] != 0, "int32")) + ops.sum(ops.cast(grads[-1] != 0, "int32"))
+        return ops.stack([unclipped, ops.cast(nonzero > 0, "int32")])
+
+    return counts
+
+
 def loss_of_logits(engine: Engine, head: str, prob_loss: str, clip_epsilon: float, y):
     """``f(z)``: the head's loss on logits ``z``. The probs head first applies Keras' softmax activation — the
     function behind the model's ``activation='softmax'`` — so any logit recovery Keras does happens here too."""

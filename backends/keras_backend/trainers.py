@@ -13,6 +13,7 @@ import numpy as np
 from backends.keras_backend import model as mlp
 from backends.keras_backend.engine import Engine
 from common.data import Dataset
+from common.diagnostics import StepCounts
 from common.spec import Spec
 from common.training import Trainer
 from common.variants import Variant
@@ -39,7 +40,7 @@ class KerasTrainer(Trainer):
 
     def probe(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
         logits = self.engine.to_numpy(mlp.logits(self.engine, self.model, x))
-        _, grads = self.engine.value_and_grads(self.model, self.loss_fn, x, y, training=False)
+        _, grads, _ = self.engine.value_and_grads(self.model, self.loss_fn, x, y, training=False)
         norm = np.sqrt(sum(np.sum(np.square(self.engine.to_numpy(g), dtype=np.float64)) for g in grads))
         return logits, float(norm)
 
@@ -136,7 +137,8 @@ class LoopTrainer(KerasTrainer):
     TensorFlow and tf_keras (eager, or the same step under ``tf.function``), eager torch autograd on torch, a
     ``stateless_call`` step on JAX (under ``jax.jit``, or not). The training set sits on the device; each
     epoch gathers its batches there once, and the step losses stay device scalars until the epoch's end, where
-    they are stacked and read once (the post adds them into a device-side ``avg_cost`` instead; same host work).
+    they are stacked and read once (the post adds them into a device-side ``avg_cost`` instead; same host work),
+    with each step's counts (``model.step_counts``).
     """
 
     def __init__(self, engine: Engine, spec: Spec, variant: Variant, data: Dataset, weights: Weights):
@@ -144,12 +146,14 @@ class LoopTrainer(KerasTrainer):
         ops = engine.ops
         self.x, self.y = ops.convert_to_tensor(data.x_train), ops.convert_to_tensor(data.y_train)
         compiled = spec.loop_exec == "compiled"
-        self.stepper = engine.stepper(self.model, self.optimizer, self.loss_fn, compiled)
+        counts = mlp.step_counts(engine, variant.head, spec.clip_epsilon)
+        self.stepper = engine.stepper(self.model, self.optimizer, self.loss_fn, compiled, counts)
         self.loss_path = mlp.detect_loss_path(engine, variant.head, spec.prob_loss, spec.softmax, traced=compiled)
 
     def run_epoch(self, batches: np.ndarray) -> np.ndarray:
         ops = self.engine.ops
-        losses = self.stepper.run(ops, self.x, self.y, batches)
+        losses, counts = zip(*self.stepper.run(ops, self.x, self.y, batches))
         self.stepper.sync()
         self.compile_seconds = self.stepper.compile_seconds
+        self.step_counts = StepCounts.from_columns(self.engine.to_numpy(ops.stack(counts)))
         return self.engine.to_numpy(ops.stack(losses))

@@ -97,9 +97,20 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[st
     """Sweep every row's plan (resuming), then ``write_report``; shared with experiments.mechanism."""
     executor = sweep.make_executor(parser, args)
     plans = {pair: cli.plan(parser, args, *pair) for pair in rows(parser, args)}
+
+    def units(data: Path) -> list[sweep.Unit]:
+        return sweep.make_units(plans, args.device, lambda b, e, seed: child_args(args, seed, b, e, data))
+
+    sweep_and_report(parser, args, argv, executor, units, write_report)
+
+
+def sweep_and_report(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None,
+                     executor: sweep.Executor, make_units: Callable[[Path], list[sweep.Unit]],
+                     write_report: Callable[[str, Spec], str]) -> None:
+    """Run the units ``make_units(MNIST file)`` into ``args.out`` (resuming; holding its lock), then
+    ``write_report``, and log the sweep's wall time; shared with experiments.plateaus."""
     with cli.friendly_errors(parser.prog), dirlock.locked(args.out):
-        data = find_mnist(args.data).resolve()
-        units = sweep.make_units(plans, args.device, lambda b, e, seed: child_args(args, seed, b, e, data))
+        units = make_units(find_mnist(args.data).resolve())
         start = time.perf_counter()
         # A `kill` reaches only this process: turn it into the same clean stop as Ctrl-C, which ends the children.
         signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -19,8 +19,9 @@ from backends.keras_backend.engine import STARTUP_LOGS_ENV
 from common.data import DataError
 from common.dirlock import DirectoryInUse
 from common.results import backend_label
+from experiments.harness.published import DirtyTree
 from experiments.harness.runner import PlannedRun, plan_runs
-from common.spec import DATA_ORDERS, INPUT_SCALES, LOOP_EXECS, SOFTMAXES, Spec, SpecError
+from common.spec import DATA_ORDERS, INPUT_SCALES, LOOP_EXECS, OPTIMIZERS, SOFTMAXES, Spec, SpecError
 from common.variants import VARIANT_NAMES, VariantError, parse_variants
 
 DEFAULT_OUT = "results"
@@ -71,6 +72,15 @@ def add_run_flags(parser: argparse.ArgumentParser, fixed: tuple[str, ...] = ()) 
         help="keep TensorFlow's C++ start-up messages (oneDNN, CUDA probing), hidden by default")
 
 
+def add_optimizer_flags(parser: argparse.ArgumentParser) -> None:
+    """``--optimizer`` and ``--epsilon`` (Adam's), for ``experiments.run``: the plateaus study's optimiser
+    ablations pass them to its children; the other studies run the post's Adam and do not forward them."""
+    defaults = Spec()
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer,
+                        help="adam (the post) or sgd (plain SGD, same learning rate) (default %(default)s)")
+    parser.add_argument("--epsilon", type=float, default=defaults.epsilon, help="Adam's epsilon (default %(default)s)")
+
+
 class KeepStartupLogs(argparse.Action):
     """``--startup-logs``: sets ``STARTUP_LOGS_ENV`` as it is parsed, so that the framework loaded later in this
     process, and every process this one starts (``experiments.compare``'s children), keeps its messages."""
@@ -93,9 +103,11 @@ def output_dir(value: str) -> str:
 
 
 def base_spec(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Spec:
+    optimizer = {name: getattr(args, name) for name in ("optimizer", "epsilon") if hasattr(args, name)}
     try:
         return Spec(epochs=args.epochs, input_scale=args.input_scale, data_order=args.data_order,
-                    train_size=args.train_size, test_size=args.test_size, stop_on_nonfinite=not args.keep_going)
+                    train_size=args.train_size, test_size=args.test_size, stop_on_nonfinite=not args.keep_going,
+                    **optimizer)
     except SpecError as exc:
         parser.error(str(exc))
 
@@ -166,7 +178,8 @@ def fail(prog: str, message: str) -> NoReturn:
 
 
 def friendly_errors(prog: str):
-    """Context manager turning DataError/SpecError/DirectoryInUse into one line, and warnings into one line too."""
+    """Context manager turning DataError/SpecError/DirectoryInUse/DirtyTree into one line, and warnings into one
+    line too."""
     return _FriendlyErrors(prog)
 
 
@@ -179,6 +192,6 @@ class _FriendlyErrors:
         return self
 
     def __exit__(self, kind, exc, tb):
-        if kind is not None and issubclass(kind, (DataError, DirectoryInUse, SpecError, VariantError)):
+        if kind is not None and issubclass(kind, (DataError, DirectoryInUse, DirtyTree, SpecError, VariantError)):
             fail(self.prog, str(exc))
         return False

@@ -25,6 +25,7 @@ from common.spec import Spec
 from common.training import train
 from common.variants import VARIANTS, Variant
 from common.weights import initial_weights
+from experiments.harness.published import check_publishable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +56,10 @@ def plan_runs(base: Spec, variants: Iterable[Variant], seeds: Iterable[int], pro
 
 def run_sweep(backend: Any, plan: list[PlannedRun], out_dir: str | Path, data_path: str | None = None,
               verbose: bool = False) -> list[dict[str, Any]]:
-    """Run ``plan`` on ``backend``; return the records of every planned run (new and already finished)."""
+    """Run ``plan`` on ``backend``; return the records of every planned run (new and already finished).
+
+    Refuses (``DirtyTree``) to write under docs/results/ from uncommitted code (``published``)."""
+    check_publishable(out_dir)
     out = Path(out_dir) / RUNS_FILE
     keys = {id(p): run_key(p.spec.hash(), backend.name, backend.engine, p.variant.name, p.spec.seed,
                            backend.device) for p in plan}
@@ -65,7 +69,7 @@ def run_sweep(backend: Any, plan: list[PlannedRun], out_dir: str | Path, data_pa
         tqdm.write(f"{out}: {len(plan) - len(todo)} of {len(plan)} runs already finished; skipping them")
     if todo:
         mnist = load_mnist(data_path)
-        env = capture_env(backend.versions(), backend.device_name(), backend.threads())
+        env = capture_env(backend.versions(), backend.device_name(), backend.threads(), backend.kernel_info())
         datasets: dict[tuple, Dataset] = {}  # one prepared copy per (scale, subset) in the plan
         for planned in todo:
             spec = planned.spec

@@ -39,11 +39,12 @@ from tqdm.auto import tqdm
 from experiments.harness import cli
 from common.results import (FINISHED, RECORD_KEYS, RUNS_FILE, append_record, capture_env, make_record, read_records,
                             record_key, run_key)
+from experiments.harness.published import check_publishable
 from experiments.harness.runner import PlannedRun
 
 EXECUTORS = ("local", "ray")
 RAY_EXTRA = "pip install -c constraints.txt -e '.[ray]'"
-ROOT = Path(__file__).resolve().parent.parent  # this node's checkout: the child's working directory
+ROOT = Path(__file__).resolve().parents[2]  # this node's checkout: the child's working directory
 # Thread pools sized by the environment (OpenMP for torch, MKL/OpenBLAS for numpy, TensorFlow's intra-op pool).
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
 
@@ -299,8 +300,10 @@ class SweepCount:
 def run_units(units: list[Unit], out_dir: str | os.PathLike, executor: Executor) -> SweepCount:
     """Run every unit not yet finished in ``DIR/runs.jsonl`` and append its records there (see module docstring).
 
-    The caller holds the directory's lock (common.dirlock) for the sweep.
+    The caller holds the directory's lock (common.dirlock) for the sweep. Refuses (``DirtyTree``) to write
+    under docs/results/ from uncommitted code (``published``).
     """
+    check_publishable(out_dir)
     runs_file = Path(out_dir) / RUNS_FILE
     records = read_records(runs_file)
     done = {record_key(r) for r in records if r["status"] in FINISHED}

@@ -31,6 +31,7 @@ from experiments.harness import cli
 from common.data import Dataset, epoch_batches, load_mnist, prepare
 from common.diagnostics import probe_rows
 from common.dirlock import locked
+from experiments.harness.published import check_publishable
 from experiments.harness.report import classify
 from common.results import (RUNS_FILE, append_record, capture_env, finished_keys, make_record, read_records,
                             run_key)
@@ -129,6 +130,9 @@ class Replay(Trainer):
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         return self.result["test_loss"], np.asarray(self.result["predicted"])
+
+    def train_predictions(self, x: np.ndarray, y: np.ndarray) -> None:
+        return None  # the child measures no training-set predictions: no locked class set
 
     def weights(self) -> Weights:
         raise NotImplementedError("the weights stay in the child process")
@@ -250,6 +254,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         parser.error(str(exc))
     out = Path(args.out)
     with cli.friendly_errors(PROG):
+        check_publishable(out)  # refused before anything is built or run
         base = Spec(epochs=args.epochs, train_size=args.train_size, test_size=args.test_size, seed=args.seed)
         mnist = load_mnist(args.data)  # before any environment is built, so a bad file fails fast
         data = prepare(base, mnist)

@@ -1,0 +1,3 @@
+from experiments.plateaus.command import main
+
+main()

@@ -1,0 +1,1 @@
+"""The reproduction check: its command (`python -m experiments.reproduce`) and report."""

@@ -1,0 +1,3 @@
+from experiments.reproduce.command import main
+
+main()

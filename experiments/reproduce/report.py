@@ -1,0 +1,160 @@
+"""A record set beside its re-run: bit-identical, the same outcome with other figures, or another outcome.
+
+Verdicts (``Pair.verdict``), from the strictest:
+
+  identical          every figure equal to the last bit: the epoch costs, test loss, test accuracy and the
+                     share of test rows predicted per class (as written in the records, which keep each float
+                     exactly: JSON round-trips a double);
+  same_outcome       the outcome of ``experiments.harness.report.classify`` (trains / stuck / diverged / failed)
+                     equal, with |accuracy difference| and |last epoch cost difference| to say by how much;
+  different_outcome  anything else, a re-run that failed included.
+
+Each pair carries the machine class of both runs (``env.machine_class``, ``common.machine``): bit-identity is
+expected only within a class, so the report counts pairs per (record's class, re-run's class).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from common.results import backend_label
+from experiments.harness.report import classify, row_label
+
+VERDICTS = ("identical", "same_outcome", "different_outcome")
+#: The figures that must be equal, bit for bit, for ``identical``.
+FIGURES = ("epoch_costs", "test_loss", "test_accuracy", "test_predicted_shares")
+REPORT_FILE = "reproduction.md"
+PAIRS_FILE = "reproduction.jsonl"
+
+
+def machine_class_of(record: dict[str, Any]) -> str:
+    """The record's machine class; a record from before the key existed says so, with its CPU's model name."""
+    env = record.get("env") or {}
+    return env.get("machine_class") or f"unrecorded ({env.get('cpu', 'unknown CPU')})"
+
+
+@dataclasses.dataclass(frozen=True)
+class Pair:
+    """A published record and the record of its re-run here."""
+
+    original: dict[str, Any]
+    rerun: dict[str, Any]
+
+    @property
+    def verdict(self) -> str:
+        if all(self.original[f] == self.rerun[f] for f in FIGURES):
+            return "identical"
+        return "same_outcome" if self.outcomes[0] == self.outcomes[1] else "different_outcome"
+
+    @property
+    def outcomes(self) -> tuple[str, str]:
+        return classify(self.original), classify(self.rerun)
+
+    @property
+    def accuracy_difference(self) -> float | None:
+        """|accuracy here - recorded accuracy|; None where either run has none."""
+        return _difference(self.original["test_accuracy"], self.rerun["test_accuracy"])
+
+    @property
+    def last_cost_difference(self) -> float | None:
+        """|last epoch cost here - recorded last epoch cost|; None where either has none (or a non-finite one)."""
+        last = [r["epoch_costs"][-1] if r["epoch_costs"] else None for r in (self.original, self.rerun)]
+        return _difference(*last)
+
+    @property
+    def label(self) -> str:
+        return f"{row_label(self.original)} {self.original['variant']}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """One line of ``reproduction.jsonl``: the run's key, the verdict and its figures, the re-run record."""
+        o = self.original
+        return {
+            "run": {"backend": o["backend"], "engine": o["engine"], "variant": o["variant"], "seed": o["seed"],
+                    "spec_hash": o["spec_hash"], "device": o["device"]},
+            "verdict": self.verdict,
+            "outcome": dict(zip(("record", "rerun"), self.outcomes)),
+            "test_accuracy": {"record": o["test_accuracy"], "rerun": self.rerun["test_accuracy"]},
+            "accuracy_difference": self.accuracy_difference,
+            "last_cost_difference": self.last_cost_difference,
+            "machine_class": {"record": machine_class_of(o), "rerun": machine_class_of(self.rerun)},
+            "rerun": self.rerun,
+        }
+
+
+def _difference(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else abs(b - a)
+
+
+def verdict_counts(pairs: list[Pair]) -> dict[str, int]:
+    counts = collections.Counter(p.verdict for p in pairs)
+    return {v: counts[v] for v in VERDICTS}
+
+
+def class_counts(pairs: list[Pair]) -> dict[tuple[str, str], dict[str, int]]:
+    """Verdict counts per (record's machine class, re-run's machine class)."""
+    groups: dict[tuple[str, str], list[Pair]] = collections.defaultdict(list)
+    for pair in pairs:
+        groups[(machine_class_of(pair.original), machine_class_of(pair.rerun))].append(pair)
+    return {classes: verdict_counts(group) for classes, group in sorted(groups.items())}
+
+
+def table_markdown(pairs: list[Pair]) -> str:
+    lines = ["| run | seed | verdict | outcome (record → here) | accuracy (record → here) | Δ accuracy | "
+             "Δ last cost | machine class (record) | machine class (here) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for p in pairs:
+        record, here = p.outcomes
+        lines.append(f"| {p.label} | {p.original['seed']} | {p.verdict} | {record} → {here} | "
+                     f"{_figure(p.original['test_accuracy'], '.4f')} → {_figure(p.rerun['test_accuracy'], '.4f')} | "
+                     f"{_figure(p.accuracy_difference, '.2g')} | {_figure(p.last_cost_difference, '.2g')} | "
+                     f"{machine_class_of(p.original)} | {machine_class_of(p.rerun)} |")
+    return "\n".join(lines)
+
+
+def _figure(value: float | None, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def summary_lines(pairs: list[Pair]) -> list[str]:
+    """The verdict counts, overall and per pair of machine classes, in words."""
+    counts = verdict_counts(pairs)
+    lines = [f"{len(pairs)} records re-run: {counts['identical']} identical, {counts['same_outcome']} with the "
+             f"same outcome and other figures, {counts['different_outcome']} with a different outcome."]
+    for (recorded, here), group in class_counts(pairs).items():
+        where = ("the same machine class" if recorded == here else "a class the record does not name"
+                 if recorded.startswith("unrecorded") else "another machine class")
+        lines.append(f"- made on {recorded}, re-run on {here} ({where}): "
+                     + ", ".join(f"{n} {verdict.replace('_', ' ')}" for verdict, n in group.items() if n))
+    return lines
+
+
+def report_markdown(pairs: list[Pair], source: str, command: str, skipped: list[str]) -> str:
+    rows = sorted({backend_label(p.original["backend"], p.original["engine"]) for p in pairs})
+    parts = [f"# Reproduction of `{source}`", "",
+             f"`{command}`: each record below re-run in its own `experiments.run` process from its recorded spec, "
+             f"backend, variant and seed (rows: {', '.join(rows)}), and compared with what the record says. "
+             "identical: every figure (epoch costs, test loss, test accuracy, predicted-class shares) equal to the "
+             "last bit; same_outcome: the same trains / stuck / diverged outcome with other figures (Δ: absolute "
+             "differences); different_outcome: another outcome. Bits are expected to agree only within a machine "
+             "class (CPU vendor, family.model, widest vector instruction set: `common/machine.py`).", "",
+             *summary_lines(pairs), "", table_markdown(pairs)]
+    if skipped:
+        parts += ["", f"Not re-run ({len(skipped)}):", *(f"- {reason}" for reason in skipped)]
+    return "\n".join(parts) + "\n"
+
+
+def write_report(out_dir: str | os.PathLike, pairs: list[Pair], command: str, skipped: list[str]) -> list[Path]:
+    """``DIR/reproduction.md`` and ``DIR/reproduction.jsonl`` (one pair a line), each replaced whole."""
+    out_dir = Path(out_dir)
+    files = {out_dir / REPORT_FILE: report_markdown(pairs, str(out_dir), command, skipped),
+             out_dir / PAIRS_FILE: "".join(json.dumps(p.to_dict(), allow_nan=False) + "\n" for p in pairs)}
+    for path, text in files.items():
+        scratch = path.with_name(path.name + ".tmp")
+        scratch.write_text(text, encoding="utf-8")
+        os.replace(scratch, path)  # a reader never sees half a report
+    return list(files)

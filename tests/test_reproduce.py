@@ -1,0 +1,109 @@
+"""experiments.reproduce: re-running a results directory's records and telling identical, same outcome and
+different outcome apart; picking records (filters, a fixed sample); bad input exits 2."""
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from common.results import RUNS_FILE, append_record, read_records
+from experiments import run
+from experiments.harness import cli, sweep
+from experiments.harness.report import classify
+from experiments.reproduce import command as reproduce
+from experiments.reproduce.report import PAIRS_FILE, REPORT_FILE, Pair
+from tests_support import TEST_SUBSET
+
+ROOT = Path(__file__).resolve().parent.parent
+# One batch of JAX's logits loop on the vendored subset: a quick record, made in seconds.
+TINY_JAX = ["--backend", "jax", "--variants", "loop_logits", "--epochs", "1", "--train-size", "100",
+            "--test-size", "100", "--data", str(TEST_SUBSET), "--seed", "777"]
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    """A results directory with one record, made by the sweep as experiments.compare makes its records."""
+    out = tmp_path_factory.mktemp("published")
+    parser = run.build_parser()
+    plan = cli.plan(parser, parser.parse_args(TINY_JAX), "jax", None)
+    units = sweep.make_units({("jax", None): plan}, "cpu", lambda backend, engine, seed: TINY_JAX)
+    sweep.run_units(units, out, sweep.LocalExecutor(cpus=1))
+    [record] = read_records(out / RUNS_FILE)
+    assert record["status"] == "ok"
+    return record
+
+
+def reproduce_dir(directory, *flags):
+    return subprocess.run([sys.executable, "-m", "experiments.reproduce", str(directory), "--data", str(TEST_SUBSET),
+                           *flags], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_a_rerun_on_this_machine_is_identical(published, tmp_path):
+    append_record(tmp_path / RUNS_FILE, published)
+    done = reproduce_dir(tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [pair] = [json.loads(line) for line in (tmp_path / PAIRS_FILE).read_text().splitlines()]
+    assert pair["verdict"] == "identical" and pair["accuracy_difference"] == 0
+    assert pair["machine_class"]["record"] == pair["machine_class"]["rerun"] == published["env"]["machine_class"]
+    assert pair["rerun"]["env"]["machine"]["settings"]["OMP_NUM_THREADS"] == "1"  # the record's threads
+    report = (tmp_path / REPORT_FILE).read_text()
+    assert "1 records re-run: 1 identical" in report and published["env"]["machine_class"] in report
+
+
+def test_an_edited_record_is_a_different_outcome(published, tmp_path):
+    edited = copy.deepcopy(published)
+    edited["test_accuracy"] = 0.05 if classify(published) == "trains" else 0.95  # across the stuck line
+    append_record(tmp_path / RUNS_FILE, edited)
+    done = reproduce_dir(tmp_path)
+    assert done.returncode == 1, done.stderr[-2000:]
+    [pair] = [json.loads(line) for line in (tmp_path / PAIRS_FILE).read_text().splitlines()]
+    assert pair["verdict"] == "different_outcome"
+    assert pair["accuracy_difference"] == pytest.approx(abs(edited["test_accuracy"] - published["test_accuracy"]))
+    assert "| different_outcome |" in (tmp_path / REPORT_FILE).read_text()
+
+
+def test_verdicts(published):
+    assert Pair(published, published).verdict == "identical"
+    moved = copy.deepcopy(published)
+    moved["epoch_costs"][-1] += 1e-6  # one figure off in its last digits: same outcome, by that much
+    pair = Pair(published, moved)
+    assert pair.verdict == "same_outcome" and pair.last_cost_difference == pytest.approx(1e-6)
+    failed = {**published, "status": "failed", "epoch_costs": [], "test_loss": None, "test_accuracy": None}
+    pair = Pair(published, failed)  # a re-run that failed: its outcome is "failed"
+    assert pair.verdict == "different_outcome" and pair.accuracy_difference is None
+
+
+def test_picking_records(published):
+    records = []
+    for seed, (backend, engine) in enumerate([("jax", None), ("keras", "jax"), ("torch", None)] * 4):
+        records.append({**published, "seed": seed, "backend": backend, "engine": engine})
+    first = reproduce.sample(records, 5, seed=0)
+    assert first == reproduce.sample(records, 5, seed=0) and len(first) == 5  # the same draw every time
+    assert [r["seed"] for r in first] == sorted(r["seed"] for r in first)  # in file order
+    assert first != reproduce.sample(records, 5, seed=1)
+    assert reproduce.sample(records, 50, seed=0) == records
+    assert {r["backend"] for r in reproduce.pick(records, {"jax"}, False)} == {"jax"}
+    assert {r["engine"] for r in reproduce.pick(records, {"keras/jax"}, False)} == {"jax"}
+    full = {**published, "spec": {**published["spec"], "train_size": None}}
+    assert reproduce.pick([published, full], set(), quick_only=True) == [published]
+
+
+def test_a_spec_the_command_line_cannot_make_is_skipped_with_the_reason(published):
+    args, why_not = reproduce.rerun_args(published, TEST_SUBSET)
+    assert why_not is None and args[args.index("--seed") + 1] == "777" and "--variants" in args
+    versions_cell = {**published, "spec": {**published["spec"], "tf_version": "2.13"}}  # a versions-study cell
+    args, why_not = reproduce.rerun_args(versions_cell, TEST_SUBSET)
+    assert args is None and why_not == "experiments.run has no flags for its spec's tf_version"
+
+
+def test_bad_input_exits_2(published, tmp_path):
+    done = reproduce_dir(tmp_path)
+    assert done.returncode == 2 and f"no results file at {tmp_path / RUNS_FILE}" in done.stderr
+    append_record(tmp_path / RUNS_FILE, published)
+    done = reproduce_dir(tmp_path, "--backends", "torch")
+    assert done.returncode == 2 and "none of its 1 finished records is left to re-run" in done.stderr
+    assert reproduce_dir(tmp_path, "--sample", "0").returncode == 2
+    assert not (tmp_path / REPORT_FILE).exists()
