@@ -209,6 +209,12 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+#: This checkout, whose git state every record names.
+CHECKOUT = Path(__file__).resolve().parent.parent
+#: Where the published results live, relative to the checkout (their files are outputs, not code).
+RESULTS_DIR = "docs/results"
+
+
 def git_commit() -> str | None:
     """HEAD of this checkout, with ``+dirty`` when tracked files have uncommitted changes (``tracked_changes``);
     None outside git."""
@@ -220,16 +226,17 @@ def git_commit() -> str | None:
 
 def tracked_changes() -> list[str] | None:
     """The tracked files of this checkout with uncommitted changes, staged or not, as ``git status`` names them
-    (``old -> new`` for a rename); None outside git."""
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    (``old -> new`` for a rename), results files under ``RESULTS_DIR`` aside; None outside git."""
+    # Results files are what runs write, not what computes them: a sweep appending to a committed
+    # docs/results/*/runs.jsonl must not mark its own later records dirty.
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", f":(exclude){RESULTS_DIR}")
     return None if status is None else [line[3:] for line in status.splitlines() if line.strip()]
 
 
 def _git(*args: str) -> str | None:
     """``git ARGS``' output in this checkout; None where git or the repository is missing."""
-    root = Path(__file__).resolve().parent.parent
     try:
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10,
+        return subprocess.run(["git", *args], cwd=CHECKOUT, capture_output=True, text=True, timeout=10,
                               check=True).stdout
     except (OSError, subprocess.SubprocessError):
         return None

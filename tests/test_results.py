@@ -1,6 +1,7 @@
 """Run records: fixed keys, whole-line appends that survive a crash, resumable keys, environment."""
 
 import json
+import subprocess
 
 import numpy as np
 import pytest
@@ -98,3 +99,21 @@ def test_environment_names_machine_and_versions():
     assert env["python"].count(".") == 2 and env["numpy"] == np.__version__
     assert env["cpu"] and env["cpu_count"] >= 1
     assert env["git_commit"] is None or len(env["git_commit"].split("+")[0]) == 40
+
+
+def test_results_files_do_not_make_the_tree_dirty(tmp_path, monkeypatch):
+    """A sweep appends to committed results files: that must not mark the records it writes next as dirty,
+    while a change to code does."""
+    from common import results
+    git = lambda *args: subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / results.RESULTS_DIR).mkdir(parents=True)
+    (tmp_path / results.RESULTS_DIR / "runs.jsonl").write_text("{}\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
+    monkeypatch.setattr(results, "CHECKOUT", tmp_path)
+    (tmp_path / results.RESULTS_DIR / "runs.jsonl").write_text("{}\n{}\n")
+    assert results.tracked_changes() == [] and not results.git_commit().endswith("+dirty")
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert results.tracked_changes() == ["code.py"] and results.git_commit().endswith("+dirty")

@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from common.results import git_commit, tracked_changes
+from common.results import RESULTS_DIR, git_commit, tracked_changes
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Where the project's published results live; any directory below it is published.
-PUBLISHED = ROOT / "docs" / "results"
+PUBLISHED = ROOT / RESULTS_DIR
 _SHOWN = 8  # changed files named in the message
 
 
