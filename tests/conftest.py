@@ -51,8 +51,9 @@ def pytest_configure(config: pytest.Config) -> None:
 # its last file does. Workers take files in collection order (``--no-loadscope-reorder``: xdist's own order,
 # by number of tests, put the two-test Ray and compare files last, one core idle for their ~30 s): the long
 # files go first, by their measured wall time, so that the short ones fill the gaps at the end.
-LONGEST_FIRST = ("test_behaviour.py", "test_parity.py", "test_ray_sweep.py", "test_jax_backend.py", "test_bench.py",
-                 "test_versions.py", "test_compare.py", "test_keras_backend.py", "test_torch_backend.py")
+LONGEST_FIRST = ("test_behaviour.py", "test_training_paths.py", "test_parity.py", "test_ray_sweep.py",
+                 "test_jax_backend.py", "test_bench.py", "test_versions.py", "test_compare.py", "test_keras_backend.py",
+                 "test_torch_backend.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

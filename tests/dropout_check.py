@@ -2,9 +2,7 @@
 
 ``measure(backend)`` reads a model's dropout in action; ``failures(figures)`` holds the figures to inverted
 dropout at the spec's rate. The Keras engines that need a process of their own run the same measurement
-there and print it:
-
-    python tests/dropout_check.py jax      # Keras 3 on the JAX engine; one JSON object on stdout
+there, beside the training paths' (``training_paths_check.py``).
 
 Weights that make every unit visible: zero kernels and unit biases give every hidden ReLU output exactly 1,
 whatever the input, so each unit's dropout output is 0 (dropped) or 1 / (1 - rate) (kept).
@@ -13,9 +11,7 @@ whatever the input, so each unit's dropout output is 0 (dropped) or 1 / (1 - rat
 from __future__ import annotations
 
 import itertools
-import json
 import math
-import sys
 from typing import Any
 
 import numpy as np
@@ -70,6 +66,13 @@ def measure(backend: Any, spec: Spec = SPEC) -> dict[str, Any]:
     }
 
 
+def kept_share_bound(spec: Spec, draws: int) -> float:
+    """How far the kept share of ``draws`` units may stray from 1 - rate: ``SIGMAS`` binomial standard deviations,
+    sqrt((1 - rate) rate / draws) each."""
+    keep = 1.0 - spec.drop_rate
+    return SIGMAS * math.sqrt(keep * (1.0 - keep) / draws)
+
+
 def failures(figures: dict[str, Any], spec: Spec = SPEC) -> list[str]:
     """What in ``figures`` is not inverted dropout at ``spec.drop_rate``: one message per slip, naming dropout."""
     found = []
@@ -78,7 +81,7 @@ def failures(figures: dict[str, Any], spec: Spec = SPEC) -> list[str]:
     if figures["activation_error"] != 0.0:
         found.append(f"the fixture's ReLU outputs are off 1 by {figures['activation_error']:.3g}")
     keep = 1.0 - spec.drop_rate
-    bound = SIGMAS * math.sqrt(keep * (1.0 - keep) / figures["draws_per_layer"])
+    bound = kept_share_bound(spec, figures["draws_per_layer"])
     for step, shares in enumerate(figures["kept_share"]):
         for layer, share in enumerate(shares):
             if not abs(share - keep) <= bound:
@@ -95,9 +98,3 @@ def failures(figures: dict[str, Any], spec: Spec = SPEC) -> list[str]:
     if figures["eval_changed"] != 0.0:
         found.append(f"dropout changes eval-mode outputs by up to {figures['eval_changed']:.3g}")
     return found
-
-
-if __name__ == "__main__":
-    from backends import get_backend
-
-    print(json.dumps(measure(get_backend("keras", engine=sys.argv[1]))))

@@ -80,9 +80,10 @@ def test_sgd_step_matches_reference():
 
 
 # --- what XLA compiles ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("head, flavour", [("logits", "native"), ("probs", "clipped"), ("probs", "native")])
+@pytest.mark.parametrize("head, flavour", [("probs", "clipped"), ("probs", "native")])
 def test_fit_and_loop_take_the_same_steps(backend, small_data, head, flavour):
-    """Same batches and dropout keys; scan and the jitted step compile the same math (measured bit-equal)."""
+    """Same batches and dropout keys; scan and the jitted step compile the same math (measured bit-equal). The
+    logits head: identical over one epoch, every training path, in test_training_paths.py."""
     spec = SMALL.replace(prob_loss=flavour)
     batches = epoch_batches(spec, 0, len(small_data.x_train))
     fit, loop = (backend.make_trainer(spec, VARIANTS[f"{mode}_{head}"], small_data, initial_weights(spec))

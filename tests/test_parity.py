@@ -1,36 +1,30 @@
 """Parity suite: every backend computes the same model, losses, dropout and training steps as the numpy oracle.
 
 Every check loads the canonical initial weights into each backend (Keras on its TensorFlow engine, PyTorch,
-JAX) in this one process and compares with ``common.reference`` (float64) and with each other; the dropout
-check also runs on the other Keras engines, a process each. A failure names the backend (pair), the tensor
-or layer and the largest difference. Tolerances (fp32 frameworks against a float64 oracle) are stated where
-they are used, with the measurement behind them (docs/design.md, "Parity").
+JAX) in this one process and compares with ``common.reference`` (float64) and with each other. Each training
+path on every Keras engine — Adam steps against the reference, dropout on, determinism, and the dropout check
+on the engines that need a process of their own — is in ``test_training_paths.py``. A failure names the
+backend (pair), the tensor or layer and the largest difference. Tolerances (fp32 frameworks against a float64
+oracle) are stated where they are used, with the measurement behind them (docs/design.md, "Parity").
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import dropout_check
 import numpy as np
 import pytest
+from training_paths_check import TOLERANCE, TRAIN_SPEC, trajectory_mismatches
 
-from backends import BACKEND_NAMES, KERAS_ENGINES, get_backend
+from backends import BACKEND_NAMES, get_backend
 from common import reference
 from common.data import epoch_batches, prepare, scale
 from common.reference_trainer import ReferenceTrainer
 from common.spec import Spec
 from common.variants import MODES, VARIANTS
 from common.weights import canonical_shapes, initial_weights, parameter_count
-
-# Adam's epsilon placement (common/reference.py): Keras uses the epsilon-hat form, PyTorch and optax add
-# epsilon after bias correction. Each backend is held to the reference with its own placement.
-EPSILON_FORM = {"keras": "hat", "torch": "corrected", "jax": "corrected"}
 
 
 @pytest.fixture(scope="module")
@@ -231,139 +225,39 @@ def test_every_trainer_reports_the_loss_path_it_runs(backends, subset_mnist, nam
 
 # 4. Training parity ---------------------------------------------------------------------------------------
 
-# Dropout off, the same batches in file order, unit-scaled inputs (well-conditioned steps). Adam runs with
-# epsilon 0.1 here, not the post's 1e-7. With 1e-7 (and still with 1e-3), weights whose gradient is tiny get
-# the update g / (|g| + eps), which amplifies fp32's rounding of g (and of ReLU borderline cases) into
-# differences of ~lr: fp32 frameworks drift from float64 by 1-2% of the loss within 20 steps although each
-# step is right (measured with JAX, PyTorch and Keras alike). With 0.1 the update stays Lipschitz in the
-# gradient at fp32 resolution, bias correction and both moments still act, and the two epsilon placements
-# still differ by far more than the tolerance. The exact Adam formula with the post's epsilon is checked
-# step by step in each backend's own tests.
-TRAIN_SPEC = Spec(drop_rate=0.0, input_scale="unit", data_order="sequential", train_size=2000, test_size=100,
-                  epochs=1, epsilon=1e-1)
-# The largest relative step-loss difference and the largest weight difference (relative to the largest
-# |weight| of the model) allowed after 20 steps from the canonical weights, fp32 against float64 and fp32
-# against fp32. Measured on this project's CPU: losses <= 2.1e-7, weights <= 6e-7 (SGD and Adam alike).
-TOLERANCE = {"sgd": {"loss": 2e-6, "weights": 5e-6}, "adam": {"loss": 2e-6, "weights": 5e-6}}
-
-
 @pytest.fixture(scope="module")
 def trained(backends, subset_mnist):
-    """20 steps of every backend and mode, and of the reference, per (optimizer, head): losses and weights.
-
-    SGD runs both heads (each head's gradients, step after step); Adam runs the logits head only: its update
-    sees nothing but the gradients, which SGD has already checked per head, so Adam x probs would say nothing new.
-    """
+    """20 SGD steps of every backend and mode, and of the reference, per head: losses and weights (TRAIN_SPEC:
+    dropout off, the same batches, unit inputs; training_paths_check.py says why). SGD sees each head's
+    gradients, step after step; Adam, which sees nothing but gradients, is held to the reference on the logits
+    head by every training path of every engine in test_training_paths.py."""
     data = prepare(TRAIN_SPEC, subset_mnist)
     batches = epoch_batches(TRAIN_SPEC, 0, len(data.x_train))
+    spec = TRAIN_SPEC.replace(optimizer="sgd")
+    weights = initial_weights(spec)
     results = {}
-    for optimizer, head in [("sgd", "logits"), ("sgd", "probs"), ("adam", "logits")]:
-        spec = TRAIN_SPEC.replace(optimizer=optimizer)
-        weights = initial_weights(spec)
-        for form in sorted(set(EPSILON_FORM.values())) if optimizer == "adam" else ["corrected"]:
-            ref = ReferenceTrainer(spec, head, data.x_train, data.y_train, weights, epsilon_form=form)
-            results[(optimizer, head, f"numpy/{form}")] = (ref.run_epoch(batches), ref.weights())
+    for head in ("logits", "probs"):
+        ref = ReferenceTrainer(spec, head, data.x_train, data.y_train, weights)
+        results[head] = {"numpy": (ref.run_epoch(batches), ref.weights())}
         for (name, backend), mode in itertools.product(backends.items(), MODES):
             trainer = backend.make_trainer(spec, VARIANTS[f"{mode}_{head}"], data, weights)
-            results[(optimizer, head, f"{name}/{mode}")] = (np.asarray(trainer.run_epoch(batches)), trainer.weights())
+            results[head][f"{name}/{mode}"] = (np.asarray(trainer.run_epoch(batches)), trainer.weights())
     return results
-
-
-def _training_mismatches(trained, optimizer, head, names):
-    limits = TOLERANCE[optimizer]
-    failures = []
-    for a, b in itertools.combinations(names, 2):
-        losses_a, weights_a = trained[(optimizer, head, a)]
-        losses_b, weights_b = trained[(optimizer, head, b)]
-        assert len(losses_a) == len(losses_b) == 20
-        loss_diff = float(np.max(np.abs(losses_a - losses_b) / np.abs(losses_b)))
-        # Relative to the largest weight of the model (~0.26): biases start at zero and their gradients are
-        # cancelling sums over the batch, which fp32 reduces to ~1e-3 of their own size (PyTorch's bias
-        # reduction, measured), so a per-tensor scale would flag rounding; a wrong update of any tensor
-        # (missing, doubled, transposed) is orders of magnitude above this bound.
-        weight_diff = max(max_diff(weights_a[k], weights_b[k]) for k in weights_b) / max(
-            float(np.abs(w).max()) for w in weights_b.values())
-        if not loss_diff <= limits["loss"]:
-            step = int(np.argmax(np.abs(losses_a - losses_b)))
-            failures.append(f"{a} vs {b}: step losses differ by {loss_diff:.3g} relative (worst at step {step})")
-        if not weight_diff <= limits["weights"]:
-            failures.append(f"{a} vs {b}: final weights differ by {weight_diff:.3g} of the largest weight")
-    return failures
 
 
 @pytest.mark.parametrize("head", ["logits", "probs"])
 def test_sgd_training_matches_across_backends_and_modes(trained, head):
-    names = ["numpy/corrected"] + [f"{n}/{m}" for n in BACKEND_NAMES for m in MODES]
-    failures = _training_mismatches(trained, "sgd", head, names)
+    runs = trained[head]
+    assert all(len(losses) == 20 for losses, _ in runs.values())
+    failures = [slip for a, b in itertools.combinations(runs, 2)
+                for slip in trajectory_mismatches(a, b, runs, TOLERANCE["sgd"])]
     assert not failures, "; ".join(failures)
-
-
-def test_adam_training_matches_the_reference_with_its_epsilon_placement(trained):
-    failures = []
-    for name, form in EPSILON_FORM.items():
-        names = [f"numpy/{form}"] + [f"{name}/{mode}" for mode in MODES]
-        failures += _training_mismatches(trained, "adam", "logits", names)
-    assert not failures, "; ".join(failures)
-
-
-def test_adam_epsilon_placement_explains_the_keras_gap(trained):
-    """Keras (epsilon-hat) and PyTorch/optax (epsilon after correction) differ by the placement, no more."""
-    keras_losses, _ = trained[("adam", "logits", "keras/loop")]
-    torch_losses, _ = trained[("adam", "logits", "torch/loop")]
-    hat, _ = trained[("adam", "logits", "numpy/hat")]
-    corrected, _ = trained[("adam", "logits", "numpy/corrected")]
-    placement = np.abs(hat - corrected) / corrected
-    frameworks = np.abs(keras_losses - torch_losses) / torch_losses
-    # The placement is visible at this epsilon (so the per-form checks above are not vacuous) ...
-    assert placement.max() > 10 * TOLERANCE["adam"]["loss"]
-    # ... and the framework gap is that placement effect, step by step, up to fp32 noise.
-    assert np.allclose(frameworks, placement, rtol=0.05, atol=TOLERANCE["adam"]["loss"])
 
 
 # 5. Dropout -----------------------------------------------------------------------------------------------
-
-# Keras engines other than TensorFlow need a process each; they run the same measurement there.
-OTHER_KERAS_ENGINES = [engine for engine in KERAS_ENGINES if engine != "tensorflow"]
-
-
-@pytest.fixture(scope="module")
-def engine_dropout():
-    """``dropout_check.measure`` of Keras on every other engine, one process each, run side by side."""
-    script = Path(__file__).with_name("dropout_check.py")
-    processes = {engine: subprocess.Popen([sys.executable, str(script), engine], stdout=subprocess.PIPE,
-                                          stderr=subprocess.PIPE, text=True) for engine in OTHER_KERAS_ENGINES}
-    figures = {}
-    for engine, process in processes.items():
-        out, err = process.communicate(timeout=600)
-        assert process.returncode == 0, f"keras/{engine}: the dropout measurement failed:\n{err[-3000:]}"
-        figures[engine] = json.loads(out)
-    return figures
-
 
 @pytest.mark.parametrize("name", BACKEND_NAMES)
 def test_dropout_keeps_scales_and_redraws_its_masks(backends, name):
     """Inverted dropout at the spec's rate, fresh masks per layer and per step, none in eval mode."""
     found = dropout_check.failures(dropout_check.measure(backends[name]))
     assert not found, f"{name}: " + "; ".join(found)
-
-
-@pytest.mark.parametrize("engine", OTHER_KERAS_ENGINES)
-def test_dropout_on_the_other_keras_engines(engine_dropout, engine):
-    found = dropout_check.failures(engine_dropout[engine])
-    assert not found, f"keras/{engine}: " + "; ".join(found)
-
-
-# 6. Determinism -------------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("name", BACKEND_NAMES)
-@pytest.mark.parametrize("mode", MODES)
-def test_same_seed_gives_identical_epoch_costs(backends, subset_mnist, name, mode):
-    from common.training import train
-
-    spec = Spec(train_size=300, test_size=100, epochs=2)  # dropout on: the seeded masks must repeat too
-    data = prepare(spec, subset_mnist)
-    variant = VARIANTS[f"{mode}_logits"]
-    runs = [train(spec, backends[name].make_trainer(spec, variant, data, initial_weights(spec)), data)
-            for _ in range(2)]
-    assert runs[0].epoch_costs == runs[1].epoch_costs, name
-    assert np.array_equal(runs[0].step_losses, runs[1].step_losses), name
