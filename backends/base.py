@@ -14,7 +14,7 @@ import numpy as np
 
 from common.data import Dataset
 from common.spec import Spec
-from common.training import Trainer
+from common.training import GivenLoss, Trainer
 from common.variants import Variant
 from common.weights import Weights
 
@@ -99,7 +99,11 @@ class Backend(abc.ABC):
 
     # --- training -----------------------------------------------------------------------------------------
     @abc.abstractmethod
-    def make_trainer(self, spec: Spec, variant: Variant, data: Dataset, weights: Weights) -> Trainer:
+    def make_trainer(self, spec: Spec, variant: Variant, data: Dataset, weights: Weights,
+                     loss: GivenLoss | None = None) -> Trainer:
         """A ``Trainer`` for ``variant`` (fit: the compiled path; loop: the hand-written loop, run as
         ``spec.loop_exec`` says), with ``spec.softmax`` as the probs head's softmax form where the framework
-        tells the forms apart (Keras); PyTorch and JAX compute one softmax whatever the form."""
+        tells the forms apart (Keras); PyTorch and JAX compute one softmax whatever the form.
+
+        ``loss``: a loss of the logits given by the caller instead of the variant's own (``common.training.
+        GivenLoss``; ``spec.loss_cell`` names it and the variant is a logits one: ``check_given_loss``)."""

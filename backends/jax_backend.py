@@ -15,6 +15,7 @@ Losses (y one-hot, p = softmax(z), mean over the batch):
   native:  -sum_k y_k log(p_k)                                 (XLA does not rewrite log(softmax): inf/NaN
                                                                 once p underflows to 0)
   clipped: -sum_k y_k log(clip(p, eps, 1 - eps))               (Keras-2 eager formula: zero gradient when clipped)
+  given:   the caller's loss of the logits (``common.training.GivenLoss``: the atlas' cells), ``training_loss``
 
     >>> from common.spec import Spec
     >>> from common.weights import initial_weights
@@ -43,7 +44,7 @@ from common.data import Dataset
 from common.diagnostics import PLAIN_LOSS_PATH, StepCounts
 from common.reference import loss_kind
 from common.spec import Spec
-from common.training import Trainer
+from common.training import GivenLoss, Trainer, check_given_loss
 from common.variants import Variant
 from common.weights import Weights, param_name
 
@@ -104,6 +105,15 @@ def cross_entropy(kind: str, output: jax.Array, y: jax.Array, clip_epsilon: floa
     return -(y * jnp.log(output)).sum(-1).mean()
 
 
+def training_loss(head: str, kind: str, z: jax.Array, y: jax.Array, clip_epsilon: float,
+                  given: GivenLoss | None = None) -> jax.Array:
+    """The loss a trainer minimises, of the logits ``z``: the head's cross-entropy of ``kind``, or the caller's
+    ``given(y, z)`` (``common.training.GivenLoss``)."""
+    if given is not None:
+        return given(y, z)
+    return cross_entropy(kind, head_output(head, z), y, clip_epsilon)
+
+
 def step_counts(probs: jax.Array, y: jax.Array, grads: Params, clip_epsilon: float) -> jax.Array:
     """[rows whose true-class probability lies inside (eps, 1 - eps), 1 if the gradient is non-zero] of one step
     (``common.diagnostics.StepCounts``); the bounds are compared in float32, as the clip compares them.
@@ -120,24 +130,24 @@ def step_counts(probs: jax.Array, y: jax.Array, grads: Params, clip_epsilon: flo
     return jnp.stack([unclipped, nonzero.astype(jnp.int32)])
 
 
-@functools.partial(jax.jit, static_argnames=("head", "kind", "clip_epsilon"))
+@functools.partial(jax.jit, static_argnames=("head", "kind", "clip_epsilon", "given"))
 def eval_loss_and_grads(params: Params, x: jax.Array, y: jax.Array, head: str, kind: str,
-                        clip_epsilon: float) -> tuple[jax.Array, Params, jax.Array]:
+                        clip_epsilon: float, given: GivenLoss | None = None) -> tuple[jax.Array, Params, jax.Array]:
     """Eval-mode (no dropout) (loss, parameter gradients, logits) of the head's training loss."""
     def loss_of(p):
         z = logits(p, x)
-        return cross_entropy(kind, head_output(head, z), y, clip_epsilon), z
+        return training_loss(head, kind, z, y, clip_epsilon, given), z
 
     (loss, z), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
     return loss, grads, z
 
 
-@functools.partial(jax.jit, static_argnames=("head", "kind", "clip_epsilon"))
+@functools.partial(jax.jit, static_argnames=("head", "kind", "clip_epsilon", "given"))
 def eval_loss_and_predictions(params: Params, x: jax.Array, y: jax.Array, head: str, kind: str,
-                              clip_epsilon: float) -> tuple[jax.Array, jax.Array]:
+                              clip_epsilon: float, given: GivenLoss | None = None) -> tuple[jax.Array, jax.Array]:
     """Eval-mode mean loss and the predicted class of every row (argmax of the model's output)."""
-    output = head_output(head, logits(params, x))
-    return cross_entropy(kind, output, y, clip_epsilon), output.argmax(-1)
+    z = logits(params, x)
+    return training_loss(head, kind, z, y, clip_epsilon, given), head_output(head, z).argmax(-1)
 
 
 # --- optimiser ----------------------------------------------------------------------------------------------
@@ -164,9 +174,9 @@ class TrainState(NamedTuple):
     step: jax.Array  # global step (int32), which also keys dropout
 
 
-def make_train_step(spec: Spec, head: str, tx: optax.GradientTransformation):
+def make_train_step(spec: Spec, head: str, tx: optax.GradientTransformation, given: GivenLoss | None = None):
     """``train_step(state, x_all, y_all, idx) -> (state, (loss, counts))``: one step on rows ``idx`` of the device
-    data; ``counts`` is ``step_counts`` of the step."""
+    data (of the caller's ``given`` loss, if any); ``counts`` is ``step_counts`` of the step."""
     kind = loss_kind(head, spec.prob_loss)
 
     def train_step(state: TrainState, x_all: jax.Array, y_all: jax.Array, idx: jax.Array):
@@ -175,7 +185,7 @@ def make_train_step(spec: Spec, head: str, tx: optax.GradientTransformation):
 
         def loss_of(params):
             z = logits(params, x_all[idx], spec.drop_rate, key)
-            return cross_entropy(kind, head_output(head, z), y, spec.clip_epsilon), jax.nn.softmax(z)
+            return training_loss(head, kind, z, y, spec.clip_epsilon, given), jax.nn.softmax(z)
 
         (loss, probs), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
         params, opt_state = optimizer_step(tx, state.params, state.opt_state, grads)
@@ -196,18 +206,20 @@ def scan_epoch(train_step):
 class JaxTrainer(Trainer):
     """One variant's state on one device. A non-finite loss never raises: it shows in the per-step losses."""
 
-    def __init__(self, spec: Spec, variant: Variant, data: Dataset, weights: Weights, device: jax.Device):
-        self.spec, self.head, self.mode = spec, variant.head, variant.mode
+    def __init__(self, spec: Spec, variant: Variant, data: Dataset, weights: Weights, device: jax.Device,
+                 loss: GivenLoss | None = None):
+        check_given_loss(spec, variant.head, loss)
+        self.spec, self.head, self.mode, self.given = spec, variant.head, variant.mode, loss
         self.eager = variant.mode == "loop" and spec.loop_exec == "eager"
         self.kind = loss_kind(variant.head, spec.prob_loss)
-        self.loss_path = PLAIN_LOSS_PATH[self.kind]  # XLA rewrites none of them
+        self.loss_path = "given" if loss else PLAIN_LOSS_PATH[self.kind]  # XLA rewrites none of them
         self.compile_seconds = 0.0
         self._device = device
         tx = make_optimizer(spec)
         params = jax.device_put(to_params(weights), device)
         self._state = TrainState(params, tx.init(params), jax.device_put(jnp.zeros((), jnp.int32), device))
         self._x, self._y = jax.device_put((data.x_train, data.y_train), device)  # once per run
-        self._step = make_train_step(spec, variant.head, tx)
+        self._step = make_train_step(spec, variant.head, tx, loss)
         self._compiled = None  # the AOT-compiled step (loop) or epoch (fit), built on the first epoch
 
     def run_epoch(self, batches: np.ndarray) -> np.ndarray:
@@ -246,13 +258,14 @@ class JaxTrainer(Trainer):
 
     def probe(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
         x, y = jax.device_put((x, y), self._device)
-        _, grads, z = eval_loss_and_grads(self._state.params, x, y, self.head, self.kind, self.spec.clip_epsilon)
+        _, grads, z = eval_loss_and_grads(self._state.params, x, y, self.head, self.kind, self.spec.clip_epsilon,
+                                          self.given)
         return np.asarray(z), float(optax.tree.norm(grads))
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         x, y = jax.device_put((x, y), self._device)
         loss, predicted = eval_loss_and_predictions(self._state.params, x, y, self.head, self.kind,
-                                                    self.spec.clip_epsilon)
+                                                    self.spec.clip_epsilon, self.given)
         return float(loss), np.asarray(predicted)
 
     def weights(self) -> Weights:
@@ -334,5 +347,6 @@ class JaxBackend(Backend):
                                              spec.clip_epsilon)
         return float(loss), to_weights(grads)
 
-    def make_trainer(self, spec: Spec, variant: Variant, data: Dataset, weights: Weights) -> JaxTrainer:
-        return JaxTrainer(spec, variant, data, weights, self._device)
+    def make_trainer(self, spec: Spec, variant: Variant, data: Dataset, weights: Weights,
+                     loss: GivenLoss | None = None) -> JaxTrainer:
+        return JaxTrainer(spec, variant, data, weights, self._device, loss)

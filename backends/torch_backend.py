@@ -5,6 +5,7 @@ Losses, mean over the batch (``p = softmax(z)``, ``y`` one-hot, ``c`` the intege
   logits:         ``F.cross_entropy(z, c)``                        = -mean_b log_softmax(z_b)[c_b]
   native probs:   ``F.nll_loss(torch.log(p), c)``                  = -mean_b log(p_b[c_b])   (inf once p underflows)
   clipped probs:  ``-(y * log(clamp(p, eps, 1 - eps))).sum(-1).mean()``  (zero gradient where clamped)
+  given:          the caller's loss of the logits (``common.training.GivenLoss``: the atlas' cells)
 
 ``loop_*`` is the plain eager loop a PyTorch user writes (``loop_exec="compiled"``: its step under
 ``torch.compile``); ``fit_*`` runs the same train step through ``torch.compile``: the graph-compiled path that
@@ -53,7 +54,7 @@ from common.data import Dataset  # noqa: E402
 from common.diagnostics import PLAIN_LOSS_PATH, StepCounts  # noqa: E402
 from common.reference import loss_kind  # noqa: E402
 from common.spec import Spec  # noqa: E402
-from common.training import Trainer  # noqa: E402
+from common.training import GivenLoss, Trainer, check_given_loss  # noqa: E402
 from common.variants import Variant  # noqa: E402
 from common.weights import Weights, layer_name  # noqa: E402
 
@@ -124,8 +125,11 @@ def get_weights(model: nn.Sequential, tensors: list[torch.Tensor] | None = None)
 
 
 # --- loss -------------------------------------------------------------------------------------------------
-def make_loss(head: str, prob_loss: str, clip_epsilon: float) -> LossFn:
-    """``loss(output, labels, one_hot)`` for the head's output: logits, or softmax probabilities."""
+def make_loss(head: str, prob_loss: str, clip_epsilon: float, given: GivenLoss | None = None) -> LossFn:
+    """``loss(output, labels, one_hot)`` for the head's output: logits, or softmax probabilities; with ``given``
+    (the caller's ``loss(one_hot, logits)``, ``common.training.GivenLoss``) that loss of the logits."""
+    if given is not None:
+        return lambda z, labels, y: given(y, z)
     kind = loss_kind(head, prob_loss)
     if kind == "logits":
         return lambda z, labels, y: F.cross_entropy(z, labels)
@@ -206,12 +210,15 @@ class TorchTrainer(Trainer):
     trainers in one process). Both modes thus run the same fused Adam.
     """
 
-    def __init__(self, spec: Spec, variant: Variant, data: Dataset, weights: Weights, device: torch.device):
+    def __init__(self, spec: Spec, variant: Variant, data: Dataset, weights: Weights, device: torch.device,
+                 loss: GivenLoss | None = None):
+        check_given_loss(spec, variant.head, loss)
         self.device = device
         self.model = build_mlp(spec, variant.head, device)
         set_weights(self.model, weights)
-        self.loss_fn = make_loss(variant.head, spec.prob_loss, spec.clip_epsilon)
-        self.loss_path = PLAIN_LOSS_PATH[loss_kind(variant.head, spec.prob_loss)]  # torch never rewrites
+        self.loss_fn = make_loss(variant.head, spec.prob_loss, spec.clip_epsilon, loss)
+        # torch never rewrites a loss
+        self.loss_path = "given" if loss else PLAIN_LOSS_PATH[loss_kind(variant.head, spec.prob_loss)]
         self.optimizer = make_optimizer(spec, list(self.model.parameters()))
         self.x, self.labels, self.y = self._tensors(data.x_train, data.y_train)
         self.seed = spec.seed
@@ -377,5 +384,6 @@ class TorchBackend(Backend):
         loss, grads, _ = eval_loss_and_grads(model, loss_fn, x, y.argmax(-1), y)
         return float(loss), get_weights(model, list(grads))
 
-    def make_trainer(self, spec: Spec, variant: Variant, data: Dataset, weights: Weights) -> TorchTrainer:
-        return TorchTrainer(spec, variant, data, weights, self.torch_device)
+    def make_trainer(self, spec: Spec, variant: Variant, data: Dataset, weights: Weights,
+                     loss: GivenLoss | None = None) -> TorchTrainer:
+        return TorchTrainer(spec, variant, data, weights, self.torch_device, loss)

@@ -59,6 +59,7 @@ LOSS_PATHS = {
     "recovered_logits": "probability loss rewritten to use the logits behind the softmax output",
     "clipped_probs": "log of probabilities clipped to [1e-7, 1 - 1e-7]",
     "log_probs": "raw log of the softmax probabilities (no clip, no rewrite)",
+    "given": "a loss given to the trainer by its caller (common.training.GivenLoss), named by the spec's loss_cell",
 }
 # The path of each reference loss kind (common.reference.LOSS_KINDS) when the framework does not rewrite it,
 # as in PyTorch, JAX and the numpy reference; Keras decides per engine.

@@ -31,6 +31,8 @@ SOFTMAXES = ("activation", "layer", "op")
 # How a hand-written loop's step runs: op by op (``eager``) or traced and compiled (tf.function, torch.compile,
 # jax.jit). Fit runs have none (``None``): each framework's fit path is its own.
 LOOP_EXECS = ("eager", "compiled")
+# Fields added after results were published: left out of the hash while None, so older records keep their keys.
+HASHED_WHEN_SET = ("loss_cell",)
 
 
 class SpecError(ValueError):
@@ -54,6 +56,10 @@ class Spec:
       tf_version: the TensorFlow release (``"2.13"``) a versions-study run used in its own environment;
         ``None``: the framework installed with this project.
       optimizer: ``adam`` (the post) or ``sgd`` (plain SGD with the same learning rate, for parity tests).
+      loss_cell: the name of a loss the caller gives the trainer instead of the variant's own (an atlas cell,
+        ``framework[/engine] | call | head | from_logits=X | exec``; ``common.training.GivenLoss``); ``None``:
+        the variant's loss. Set, it is part of the hash like any field; unset, it stays out of it, so records
+        made before the field existed keep their keys.
       stop_on_nonfinite: stop a run at the end of the epoch in which its loss first became NaN/inf.
     """
 
@@ -79,6 +85,7 @@ class Spec:
     tf_version: str | None = None
     clip_epsilon: float = 1e-7
     stop_on_nonfinite: bool = True
+    loss_cell: str | None = None
 
     def __post_init__(self) -> None:
         _check_choice("input_scale", self.input_scale, INPUT_SCALES)
@@ -107,6 +114,8 @@ class Spec:
         _check_range("clip_epsilon", self.clip_epsilon, 0.0, 0.5, low_open=True, high_open=True)
         for name in ("init_stddev", "learning_rate", "epsilon"):
             _check_range(name, getattr(self, name), 0.0, float("inf"), low_open=True)
+        if self.loss_cell is not None and (not isinstance(self.loss_cell, str) or not self.loss_cell.strip()):
+            raise SpecError(f"loss_cell={self.loss_cell!r} must name a loss (a non-empty string), or be None")
         if not isinstance(self.stop_on_nonfinite, bool):
             raise SpecError(f"stop_on_nonfinite must be true or false, got {self.stop_on_nonfinite!r}")
 
@@ -138,8 +147,10 @@ class Spec:
         return cls.from_dict(json.loads(text))
 
     def hash(self) -> str:
-        """First 16 hex digits of SHA-256 over the canonical JSON: stable across processes and machines."""
-        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+        """First 16 hex digits of SHA-256 over the canonical JSON (less the ``HASHED_WHEN_SET`` fields that are
+        None): stable across processes and machines."""
+        values = {k: v for k, v in self.to_dict().items() if not (k in HASHED_WHEN_SET and v is None)}
+        return hashlib.sha256(json.dumps(values, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
 def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:

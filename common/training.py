@@ -11,6 +11,7 @@ import abc
 import dataclasses
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +21,21 @@ from common.spec import Spec
 from common.weights import Weights
 
 EpochCallback = Callable[[int, float, EpochDiagnostics], None]
+#: A loss the caller gives a trainer instead of its variant's own: ``loss(y, logits) -> scalar`` on the
+#: framework's tensors (``y`` one-hot float rows), written in that framework by the caller (the atlas' cells,
+#: which apply their head to the logits first); ``Spec.loss_cell`` names it, so records and their keys tell
+#: it apart. The model then ends in its logits (a ``logits`` variant), and ``Trainer.loss_path`` is ``given``.
+GivenLoss = Callable[[Any, Any], Any]
+
+
+def check_given_loss(spec: Spec, variant_head: str, loss: GivenLoss | None) -> None:
+    """A given loss comes with its name in ``spec.loss_cell`` and a ``logits`` variant, and only then."""
+    if (loss is None) != (spec.loss_cell is None):
+        raise ValueError(f"spec.loss_cell={spec.loss_cell!r} but {'no' if loss is None else 'a'} loss was given: "
+                         "a given loss needs its name in spec.loss_cell, and a named one needs the loss")
+    if loss is not None and variant_head != "logits":
+        raise ValueError(f"the given loss {spec.loss_cell!r} trains the model's logits: use a logits variant "
+                         f"(loop_logits, fit_logits), not a {variant_head} one")
 
 
 class Trainer(abc.ABC):

@@ -1,5 +1,6 @@
 """The versions study (experiments.versions): argument checks, the environment cache, the child's agreement with
-the Keras backend, skipped releases, and (opt-in, slow: it installs TensorFlow 2.13 from the package index)
+the Keras backend, skipped releases, the atlas' Keras cells probed per release (with TensorFlow and numpy alone,
+as in an old release's environment), and (opt-in, slow: it installs TensorFlow 2.13 from the package index)
 one old environment built and run."""
 
 from __future__ import annotations
@@ -19,12 +20,33 @@ from common.spec import Spec
 from common.training import train
 from common.weights import initial_weights
 from experiments.versions import command as versions, env as versions_env
-from experiments.versions.report import predicted
+from experiments.versions.report import current_since, keras_cells_findings, predicted
 
+from test_atlas import EXPECTED as ATLAS_EXPECTED
 from tests_support import TEST_SUBSET
 
 TINY = {"epochs": 1, "train_size": 200, "test_size": 100}
 AGREEMENT_CELLS = "layer/fit,layer/eager,op/compiled"
+# An old release's environment holds TensorFlow, its Keras and numpy: a sitecustomize on the study's python refuses
+# this project's other frameworks and tools, so its children prove they need nothing else.
+BLOCKER = """import sys
+BLOCKED = {"torch", "jax", "jaxlib", "optax", "tf_keras", "tqdm", "matplotlib", "scipy", "ray", "pytest"}
+class Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {name!r} (not in a versions environment)", name=name)
+sys.meta_path.insert(0, Blocker())
+"""
+
+
+def tensorflow_only_python(root: Path) -> Path:
+    """This interpreter, with every package but TensorFlow, Keras, numpy and the standard library refused."""
+    (root / "blocker").mkdir()
+    (root / "blocker" / "sitecustomize.py").write_text(BLOCKER)
+    python = root / "python"
+    python.write_text(f'#!/bin/sh\nPYTHONPATH="{root / "blocker"}" exec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
+    return python
 
 
 def test_tf_versions_are_parsed_sorted_and_checked():
@@ -94,15 +116,17 @@ def test_install_failures_are_one_line_reasons():
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """One study on the test subset: '2.11' fails to install, '2.21' is this project's own environment."""
+    """One study on the test subset: '2.11' fails to install, '2.21' is this project's own environment, its other
+    packages refused (``tensorflow_only_python``)."""
     out = tmp_path_factory.mktemp("versions")
+    python = tensorflow_only_python(tmp_path_factory.mktemp("python"))
     installed = {name: metadata.version(name) for name in ("tensorflow", "keras", "numpy")}
     installed["python"] = platform.python_version()
 
     def ensure(version, rebuild=False):
         if version == "2.11":
             return versions_env.Skipped("2.11", "no TensorFlow 2.11 wheel for Python 3.11 (pip: no match)")
-        return versions_env.Environment(version, Path(sys.executable), installed, "reused", 0.0)
+        return versions_env.Environment(version, python, installed, "reused", 0.0)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(versions_env, "ensure", ensure)
@@ -144,6 +168,34 @@ def test_the_child_agrees_with_the_keras_backend_on_the_same_cells(study):
         for theirs, mine in zip(record["diagnostics"], ours.diagnostics, strict=True):
             assert theirs["grad_norm"] == pytest.approx(mine.grad_norm, rel=1e-4), cell
             assert theirs["max_abs_logit"] == pytest.approx(mine.max_abs_logit, rel=1e-5), cell
+
+
+def test_each_release_probes_the_atlas_keras_cells_as_the_atlas_does(study):
+    """TensorFlow, Keras and numpy alone run the atlas' Keras cells, and on TF 2.21 every cell takes the path and
+    warns as the atlas' own Keras-on-TensorFlow child pins it (tests/test_atlas.py)."""
+    records = versions.read_keras_cells(study)
+    cells = {r["cell"]: r for r in records}
+    assert {r["tf_version"] for r in records} == {"2.21"} and len(records) == 2 * len(cells)
+    assert all(r["versions"] == {"keras": metadata.version("keras"), "tensorflow": metadata.version("tensorflow")}
+               for r in records)
+    pinned = {cell: state for cell, state in ATLAS_EXPECTED.items() if cell.startswith("keras/tensorflow |")}
+    measured = {cell: (r["loss_path"], any(x["warnings"] for x in records if x["cell"] == cell))
+                for cell, r in cells.items()}
+    assert measured == pinned
+    table = (study / "keras_cells.md").read_text()
+    assert f"0 of {len(cells)} cells changed" in table and "| every release |" in table
+    assert f"{len(cells)} of {len(cells)} cells behave the same" in (study / "findings.md").read_text()
+
+
+def test_a_cell_is_current_since_the_first_release_that_behaves_as_the_newest():
+    clipped, recovered = ("clipped", False), ("recovered_logits", False)
+    assert current_since([("2.12", clipped), ("2.13", recovered), ("2.21", recovered)]) == "2.13"
+    assert current_since([("2.12", recovered), ("2.13", clipped), ("2.21", recovered)]) == "2.21"
+    assert current_since([("2.12", recovered), ("2.21", recovered)]) is None
+    assert current_since([("2.12", recovered), ("2.21", ("recovered_logits", True))]) == "2.21"  # a new warning
+    text = keras_cells_findings({"a": [("2.12", clipped), ("2.13", recovered)], "b": [("2.12", clipped)]})
+    assert "1 of 2 cells behave the same" in text
+    assert "- a: `recovered_logits` since 2.13; before: `clipped` in 2.12" in text
 
 
 def test_the_source_reading_predictions():

@@ -26,7 +26,7 @@ from backends.keras_backend import model as mlp
 from backends.keras_backend.trainers import FitTrainer, LoopTrainer
 from common.data import Dataset
 from common.spec import Spec
-from common.training import Trainer
+from common.training import GivenLoss, Trainer
 from common.variants import Variant
 from common.weights import Weights
 
@@ -82,7 +82,8 @@ class KerasBackend(Backend):
         return float(engine.to_numpy(loss)), {n: engine.to_numpy(g) for n, g in zip(names, grads)}
 
     # --- training -----------------------------------------------------------------------------------------
-    def make_trainer(self, spec: Spec, variant: Variant, data: Dataset, weights: Weights) -> Trainer:
+    def make_trainer(self, spec: Spec, variant: Variant, data: Dataset, weights: Weights,
+                     loss: GivenLoss | None = None) -> Trainer:
         trainer = FitTrainer if variant.mode == "fit" else LoopTrainer
-        return trainer(self.keras_engine, spec, variant, data, weights)
+        return trainer(self.keras_engine, spec, variant, data, weights, loss)
 

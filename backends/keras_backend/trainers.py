@@ -15,7 +15,7 @@ from backends.keras_backend.engine import Engine
 from common.data import Dataset
 from common.diagnostics import StepCounts
 from common.spec import Spec
-from common.training import Trainer
+from common.training import GivenLoss, Trainer, check_given_loss
 from common.variants import Variant
 from common.weights import Weights
 
@@ -31,12 +31,19 @@ def make_optimizer(engine: Engine, spec: Spec):
 class KerasTrainer(Trainer):
     """What fit and loop share: the model, its loss, the optimiser, and the eval-mode probe and evaluation."""
 
-    def __init__(self, engine: Engine, spec: Spec, variant: Variant, weights: Weights):
+    def __init__(self, engine: Engine, spec: Spec, variant: Variant, weights: Weights, loss: GivenLoss | None):
+        check_given_loss(spec, variant.head, loss)
         engine.keras.utils.set_random_seed(spec.seed)
-        self.engine, self.spec = engine, spec
+        self.engine, self.spec, self.given = engine, spec, loss is not None
         self.model = mlp.build_model(engine, spec, variant.head, weights)
-        self.loss_fn = mlp.make_loss(engine, variant.head, spec.prob_loss, spec.clip_epsilon)
+        self.loss_fn = loss or mlp.make_loss(engine, variant.head, spec.prob_loss, spec.clip_epsilon)
         self.optimizer = make_optimizer(engine, spec)
+
+    def measured_loss_path(self, variant: Variant, traced: bool) -> str:
+        """``given`` for the caller's loss, else what ``mlp.detect_loss_path`` finds the variant's loss run."""
+        if self.given:
+            return "given"
+        return mlp.detect_loss_path(self.engine, variant.head, self.spec.prob_loss, self.spec.softmax, traced)
 
     def probe(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
         logits = self.engine.to_numpy(mlp.logits(self.engine, self.model, x))
@@ -67,13 +74,14 @@ class FitTrainer(KerasTrainer):
     engine Keras' fit runs eagerly — no ``torch.compile`` unless asked — so the figure is first-step overhead.)
     """
 
-    def __init__(self, engine: Engine, spec: Spec, variant: Variant, data: Dataset, weights: Weights):
-        super().__init__(engine, spec, variant, weights)
+    def __init__(self, engine: Engine, spec: Spec, variant: Variant, data: Dataset, weights: Weights,
+                 loss: GivenLoss | None = None):
+        super().__init__(engine, spec, variant, weights, loss)
         self.x, self.y = data.x_train, data.y_train
         steps = len(self.x) // spec.batch_size
         self.step_losses = step_loss_metric(engine, self.loss_fn, steps)
         self.model.compile(optimizer=self.optimizer, loss=self.loss_fn, metrics=[self.step_losses])
-        self.loss_path = mlp.detect_loss_path(engine, variant.head, spec.prob_loss, spec.softmax, traced=True)
+        self.loss_path = self.measured_loss_path(variant, traced=True)
         #: (steps, Keras' own epoch loss, our per-step losses) of every ``fit`` call, for checking.
         self.fit_calls: list[tuple[int, float, np.ndarray]] = []
 
@@ -141,14 +149,15 @@ class LoopTrainer(KerasTrainer):
     with each step's counts (``model.step_counts``).
     """
 
-    def __init__(self, engine: Engine, spec: Spec, variant: Variant, data: Dataset, weights: Weights):
-        super().__init__(engine, spec, variant, weights)
+    def __init__(self, engine: Engine, spec: Spec, variant: Variant, data: Dataset, weights: Weights,
+                 loss: GivenLoss | None = None):
+        super().__init__(engine, spec, variant, weights, loss)
         ops = engine.ops
         self.x, self.y = ops.convert_to_tensor(data.x_train), ops.convert_to_tensor(data.y_train)
         compiled = spec.loop_exec == "compiled"
         counts = mlp.step_counts(engine, variant.head, spec.clip_epsilon)
         self.stepper = engine.stepper(self.model, self.optimizer, self.loss_fn, compiled, counts)
-        self.loss_path = mlp.detect_loss_path(engine, variant.head, spec.prob_loss, spec.softmax, traced=compiled)
+        self.loss_path = self.measured_loss_path(variant, traced=compiled)
 
     def run_epoch(self, batches: np.ndarray) -> np.ndarray:
         ops = self.engine.ops

@@ -2,7 +2,9 @@
 
 Used by every experiment module. Runs whose key (spec hash, backend, engine, variant, seed, device) already
 finished in ``DIR/runs.jsonl`` are skipped; a run that raises is recorded as ``failed`` and the sweep goes on;
-each record is appended the moment its run ends, so an interrupt loses only the run in progress.
+each record is appended the moment its run ends, so an interrupt loses only the run in progress. A run whose
+spec names a ``loss_cell`` trains with the loss ``given_loss(spec)`` returns (``common.training.GivenLoss``):
+the study that names the loss builds it, in the backend's framework.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import dataclasses
 import itertools
 import os
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ from common.diagnostics import EpochDiagnostics
 from common.results import (RUNS_FILE, append_record, backend_label, capture_env, finished_keys, make_record,
                             read_records, record_key, run_key)
 from common.spec import Spec
-from common.training import train
+from common.training import GivenLoss, train
 from common.variants import VARIANTS, Variant
 from common.weights import initial_weights
 from experiments.harness.published import check_publishable
@@ -55,8 +57,10 @@ def plan_runs(base: Spec, variants: Iterable[Variant], seeds: Iterable[int], pro
 
 
 def run_sweep(backend: Any, plan: list[PlannedRun], out_dir: str | Path, data_path: str | None = None,
-              verbose: bool = False) -> list[dict[str, Any]]:
+              verbose: bool = False,
+              given_loss: Callable[[Spec], GivenLoss] | None = None) -> list[dict[str, Any]]:
     """Run ``plan`` on ``backend``; return the records of every planned run (new and already finished).
+    ``given_loss`` builds the loss of a spec with a ``loss_cell`` (module docstring).
 
     Refuses (``DirtyTree``) to write under docs/results/ from uncommitted code (``published``)."""
     check_publishable(out_dir)
@@ -76,19 +80,22 @@ def run_sweep(backend: Any, plan: list[PlannedRun], out_dir: str | Path, data_pa
             shape = (spec.input_scale, spec.train_size, spec.test_size)
             if shape not in datasets:
                 datasets[shape] = prepare(spec, mnist)
-            append_record(out, _run_one(backend, planned, datasets[shape], env, verbose))
+            append_record(out, _run_one(backend, planned, datasets[shape], env, verbose, given_loss))
     wanted = set(keys.values())
     latest = {record_key(r): r for r in read_records(out) if record_key(r) in wanted}
     return [latest[keys[id(p)]] for p in plan if keys[id(p)] in latest]
 
 
-def _run_one(backend: Any, planned: PlannedRun, data: Dataset, env: dict, verbose: bool) -> dict[str, Any]:
+def _run_one(backend: Any, planned: PlannedRun, data: Dataset, env: dict, verbose: bool,
+             given_loss: Callable[[Spec], GivenLoss] | None) -> dict[str, Any]:
     spec, variant = planned.spec, planned.variant
     label = f"{backend_label(backend.name, backend.engine)} {variant.name}"
     if variant.uses_prob_loss:
         label += f" ({spec.prob_loss}, {spec.softmax})"
     if spec.loop_exec:
         label += f" {spec.loop_exec}"
+    if spec.loss_cell:
+        label += f" [{spec.loss_cell}, {spec.input_scale}]"
     record_args = dict(spec=spec, variant=variant, backend=backend.name, engine=backend.engine,
                        device=backend.device, data_sha256=data.data_sha256, env=env,
                        label_shares=data.label_shares())
@@ -103,7 +110,8 @@ def _run_one(backend: Any, planned: PlannedRun, data: Dataset, env: dict, verbos
             tqdm.write("[Epoch: %7d] cost = %5.5f" % (epoch, cost))  # the post's line
 
     try:
-        trainer = backend.make_trainer(spec, variant, data, initial_weights(spec))
+        loss = {"loss": given_loss(spec)} if spec.loss_cell and given_loss else {}  # none: the backend refuses
+        trainer = backend.make_trainer(spec, variant, data, initial_weights(spec), **loss)
         outcome = train(spec, trainer, data, on_epoch)
     except Exception as exc:  # a failed run is recorded and the sweep goes on
         if verbose:

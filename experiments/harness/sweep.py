@@ -1,9 +1,10 @@
 """The sweep driver: units of work run by an executor, their records appended by the driver alone.
 
-A ``Unit`` is one backend (and Keras engine) on one seed: one ``python -m experiments.run`` child process,
-the same command on every executor. The child writes into a scratch directory of its own; the driver
-(``run_units``) is the only writer of ``DIR/runs.jsonl``, so resuming, skipping finished runs and the report
-work the same whether the child ran here or on another machine.
+A ``Unit`` is one backend (and Keras engine) on one seed: one ``python -m experiments.run`` child process (or
+a study's own child module built on ``experiments.harness.runner``), the same command on every executor. The
+child writes into a scratch directory of its own; the driver (``run_units``) is the only writer of
+``DIR/runs.jsonl``, so resuming, skipping finished runs and the report work the same whether the child ran
+here or on another machine.
 
 Executors:
   local — one child at a time on this machine (frameworks do not share a process, and a 2-core machine gains
@@ -53,7 +54,8 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"
 class Unit:
     """One backend/engine on one seed: the arguments of its ``experiments.run`` child and the runs it makes.
 
-    ``args`` excludes ``--out``: each executor points the child at a scratch directory.
+    ``args`` excludes ``--out``: each executor points the child at a scratch directory. ``module`` is the child's
+    module, run with ``python -m``: ``experiments.run``, or a study's child that takes the same ``--out``.
     """
 
     backend: str
@@ -62,6 +64,7 @@ class Unit:
     device: str
     args: tuple[str, ...]
     planned: tuple[PlannedRun, ...]
+    module: str = "experiments.run"
 
     @property
     def label(self) -> str:
@@ -110,8 +113,8 @@ class ExecutorError(RuntimeError):
     """The executor cannot run at all (e.g. no Ray cluster at the address); the message says why."""
 
 
-def child_command(args: Iterable[str], out: str | os.PathLike) -> list[str]:
-    return [sys.executable, "-m", "experiments.run", *args, "--out", str(out)]
+def child_command(args: Iterable[str], out: str | os.PathLike, module: str = "experiments.run") -> list[str]:
+    return [sys.executable, "-m", module, *args, "--out", str(out)]
 
 
 def child_env(cpus: int, bar_position: int = 0) -> dict[str, str]:
@@ -135,8 +138,8 @@ def complete_lines(path: Path) -> list[str]:
     return [line + "\n" for line in text.split("\n")[:-1]]
 
 
-def stream_child(args: tuple[str, ...], finished: list[str], cpus: int,
-                 bar_position: int = 0) -> Iterator[list[str] | int]:
+def stream_child(args: tuple[str, ...], finished: list[str], cpus: int, bar_position: int = 0,
+                 module: str = "experiments.run") -> Iterator[list[str] | int]:
     """Run one unit's child in a scratch directory: yield each batch of new record lines as its runs end, then
     its exit status (an int). The body of a local unit, and of a Ray generator task.
 
@@ -148,7 +151,7 @@ def stream_child(args: tuple[str, ...], finished: list[str], cpus: int,
         runs = Path(scratch) / RUNS_FILE
         runs.write_text("".join(finished), encoding="utf-8")
         seen = len(finished)
-        process = subprocess.Popen(child_command(args, scratch), env=child_env(cpus, bar_position), cwd=ROOT)
+        process = subprocess.Popen(child_command(args, scratch, module), env=child_env(cpus, bar_position), cwd=ROOT)
         try:
             while True:
                 running = process.poll() is None
@@ -182,7 +185,7 @@ class LocalExecutor:
         # Under a terminal the sweep's overall bar holds line 0; each run's bar goes below it.
         position = 1 if sys.stderr.isatty() else 0
         for index, (unit, finished) in enumerate(jobs):
-            with contextlib.closing(stream_child(unit.args, finished, self.cpus, position)) as child:
+            with contextlib.closing(stream_child(unit.args, finished, self.cpus, position, unit.module)) as child:
                 for item in child:
                     if isinstance(item, int):
                         yield Ended(index, exit_error(unit, item))
@@ -230,7 +233,8 @@ class RayExecutor:
         try:
             cpus = self._cpus_per_task()
             task = ray.remote(num_cpus=cpus, max_retries=0)(stream_child)
-            pending = {task.remote(unit.args, finished, cpus): index for index, (unit, finished) in enumerate(jobs)}
+            pending = {task.remote(unit.args, finished, cpus, 0, unit.module): index
+                       for index, (unit, finished) in enumerate(jobs)}
             while pending:
                 [child], _ = ray.wait(list(pending), num_returns=1)  # a task with a new item (or its end)
                 index = pending[child]

@@ -8,9 +8,14 @@ numpy only — on data, batch order and initial weights prepared here by ``commo
 written three ways (``activation``, ``layer``, ``op``) x fit / eager loop / compiled loop, probs head,
 Keras' own probability loss. The child's raw measurements go through the shared training driver (replayed)
 and become the usual records in ``DIR/runs.jsonl``, with ``tf_version`` in the spec and the TensorFlow and
-Keras versions in ``env.frameworks``; re-running skips finished cells. Every environment's fate (built,
-reused, or skipped with the reason) is appended to ``DIR/environments.jsonl``. Then DIR gets the report
-(``experiments.versions.report``): table.md, table.csv, versions.png, findings.md.
+Keras versions in ``env.frameworks``; re-running skips finished cells. Each environment also runs the
+cross-entropy atlas' probe stage of its Keras cells (``experiments.atlas.keras_cells --engine installed``: the
+Keras beside TensorFlow, on the atlas' probe logits, no training; it too needs only TensorFlow and numpy, and
+runs from this checkout), whose records go to ``DIR/keras_cells.jsonl`` with ``tf_version`` added; a release
+already probed there is not probed again. Every environment's fate (built, reused, or skipped with the reason)
+is appended to ``DIR/environments.jsonl``. Then DIR gets the report (``experiments.versions.report``):
+table.md, table.csv, versions.png, findings.md, and keras_cells.md (when each Keras cell took its current
+behaviour).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from experiments.harness import cli
-from common.data import Dataset, epoch_batches, load_mnist, prepare
+from common.data import Dataset, Mnist, epoch_batches, load_mnist, prepare
 from common.diagnostics import probe_rows
 from common.dirlock import locked
 from experiments.harness.published import check_publishable
@@ -39,12 +44,18 @@ from common.spec import SOFTMAXES, Spec
 from common.training import Trainer, TrainOutcome, train
 from common.variants import VARIANTS
 from common.weights import Weights, initial_weights
+from experiments.atlas import inputs as atlas_inputs
 from experiments.versions import env as versions_env
 from experiments.versions.report import write_report
 
 PROG = "python -m experiments.versions"
 CHILD = Path(__file__).with_name("tf_cells.py")
+ROOT = Path(__file__).resolve().parents[2]  # the atlas' Keras child runs from here: python -m puts it on the path
 ENVIRONMENTS_FILE = "environments.jsonl"
+KERAS_CELLS_FILE = "keras_cells.jsonl"
+# The atlas' child keeps TensorFlow's C++ log on (a call's C++ warnings are part of its record), one thread each.
+KERAS_CELLS_ENV = {"TF_CPP_MIN_LOG_LEVEL": "0", "OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1",
+                   "TF_NUM_INTEROP_THREADS": "1"}
 QUICK = {"epochs": 1, "train_size": 6000, "test_size": 2000}  # as experiments.compare --quick
 # Releases a child can run: keras.utils.set_random_seed (TF 2.7) and the Keras optimizers it uses.
 OLDEST_TF = (2, 7)
@@ -206,6 +217,34 @@ def study_version(environment: versions_env.Environment, base: Spec, cells: list
     return records
 
 
+# --- the atlas' Keras cells, probed ------------------------------------------------------------------------------
+def probe_keras_cells(environment: versions_env.Environment, mnist: Mnist, out: Path) -> str | None:
+    """Run the atlas' Keras cells in the environment on the atlas' probe logits and append their records, each
+    with ``tf_version``, to DIR/keras_cells.jsonl; why it failed in one line, or None."""
+    with tempfile.TemporaryDirectory(prefix="xent-versions-atlas-") as scratch:
+        probe_inputs, records = Path(scratch) / "probe_inputs.npz", Path(scratch) / "records.jsonl"
+        atlas_inputs.save(probe_inputs, atlas_inputs.probe_logits(mnist), mnist.y_test[:atlas_inputs.PROBE_ROWS])
+        command = [str(environment.python), "-m", "experiments.atlas.keras_cells", "--engine", "installed",
+                   "--inputs", str(probe_inputs), "--records", str(records)]
+        try:
+            child = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                                   timeout=CHILD_TIMEOUT_S, env={**versions_env.child_env(), **KERAS_CELLS_ENV})
+        except subprocess.TimeoutExpired:
+            return f"timed out after {CHILD_TIMEOUT_S} s"
+        if child.returncode or not records.exists():
+            return f"exit status {child.returncode}: {versions_env.last_line(child.stdout)}"
+        lines = records.read_text(encoding="utf-8").splitlines()
+    with open(out / KERAS_CELLS_FILE, "a", encoding="utf-8") as handle:
+        for line in lines:
+            handle.write(json.dumps({**json.loads(line), "tf_version": environment.tf_version}) + "\n")
+    return None
+
+
+def read_keras_cells(out: Path) -> list[dict[str, Any]]:
+    path = out / KERAS_CELLS_FILE
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
 def cell_key(spec: Spec, cell: Cell) -> tuple:
     return run_key(spec.hash(), BACKEND, ENGINE, cell.variant.name, spec.seed, DEVICE)
 
@@ -262,8 +301,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             for version in tf_versions:
                 done = finished_keys(out / RUNS_FILE)
                 todo = [c for c in cells if cell_key(c.spec(base, version), c) not in done]
-                if not todo:
-                    print(f"TF {version}: all {len(cells)} cells already finished in {out / RUNS_FILE}")
+                probe = version not in {r["tf_version"] for r in read_keras_cells(out)}
+                if not todo and not probe:
+                    print(f"TF {version}: all {len(cells)} cells already finished in {out / RUNS_FILE}, and its "
+                          f"Keras cells probed in {out / KERAS_CELLS_FILE}")
                     continue
                 fate = versions_env.ensure(version, rebuild=args.rebuild)
                 log_environment(out, fate)
@@ -271,10 +312,15 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                     print(f"TF {version}: skipped: {fate.reason}")
                     continue
                 print(f"TF {version}: {fate.status} environment (TensorFlow {fate.versions['tensorflow']}, Keras "
-                      f"{fate.versions['keras']}); running {len(todo)} cell(s)")
+                      f"{fate.versions['keras']}); running {len(todo)} cell(s)"
+                      + ("; probing the atlas' Keras cells" if probe else ""))
                 for record in study_version(fate, base, todo, data, out):
                     print(f"  {record_line(record)}")
-            report = write_report(out, read_records(out / RUNS_FILE), read_environments(out))
+                problem = probe_keras_cells(fate, mnist, out) if probe else None
+                if problem:
+                    print(f"  the atlas' Keras cells: failed: {problem}")
+            report = write_report(out, read_records(out / RUNS_FILE), read_environments(out),
+                                  read_keras_cells(out))
     print(report)
     return read_records(out / RUNS_FILE)
 

@@ -4,6 +4,11 @@ A cell's outcome is ``experiments.harness.report.classify`` (trains / stuck / di
 child measured in that cell (R: logits recovered behind the softmax, C: probabilities clipped, L: raw log).
 The findings walk each cell through the releases, name the first release where it changes, and hold every
 cell against what reading the sources predicts (``predicted``).
+
+The atlas' Keras cells probed in each release (DIR/keras_cells.jsonl) get keras_cells.md: every cell's behaviour
+per release — its loss path (``experiments.atlas.paths``) and ⚠ if it warned — and the first release from
+which every release measured behaves as the newest does ("current since"); findings.md lists the cells that
+changed.
 """
 
 from __future__ import annotations
@@ -232,12 +237,17 @@ def plot(grouped: dict, skipped: dict[str, str], path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(out_dir: str | Path, records: list[dict[str, Any]], environments: list[dict[str, Any]]) -> str:
-    """Write table.md, table.csv, versions.png and findings.md into ``out_dir``; return the Markdown table."""
+def write_report(out_dir: str | Path, records: list[dict[str, Any]], environments: list[dict[str, Any]],
+                 keras_cells: list[dict[str, Any]] | None = None) -> str:
+    """Write table.md, table.csv, versions.png and findings.md into ``out_dir`` (and keras_cells.md from the
+    atlas' Keras cells probed per release); return the Markdown table."""
     out_dir = Path(out_dir)
     chosen = study_records(records)
     grouped = by_version(chosen)
-    skipped = skipped_versions(environments, set(grouped))
+    skipped = skipped_versions(environments, set(grouped) | {r["tf_version"] for r in keras_cells or ()})
+    history = cell_histories(keras_cells or [])
+    if history:
+        (out_dir / "keras_cells.md").write_text(keras_cells_markdown(history, keras_cells))
     if not grouped and not skipped:
         return "no versions-study runs to report"
     spec = Spec.from_dict(chosen[-1]["spec"]) if chosen else Spec()
@@ -245,6 +255,73 @@ def write_report(out_dir: str | Path, records: list[dict[str, Any]], environment
     (out_dir / "table.md").write_text(f"Test accuracy by TensorFlow release and cell, {_spec_summary(spec)}.\n\n"
                                       + table + "\n")
     (out_dir / "table.csv").write_text(table_csv(grouped))
-    (out_dir / "findings.md").write_text(findings_markdown(grouped, skipped, spec))
+    (out_dir / "findings.md").write_text(findings_markdown(grouped, skipped, spec) + keras_cells_findings(history))
     plot(grouped, skipped, out_dir / "versions.png")
     return table
+
+
+# --- the atlas' Keras cells across releases --------------------------------------------------------------------
+
+State = tuple[str, bool]  # (loss path, warned)
+
+
+def cell_histories(keras_cells: list[dict[str, Any]]) -> dict[str, list[tuple[str, State]]]:
+    """``{cell: [(release, (path, warned on any input)), ...]}``, oldest release first."""
+    states: dict[str, dict[str, State]] = {}
+    for record in keras_cells:
+        by_release = states.setdefault(record["cell"], {})
+        _, warned = by_release.get(record["tf_version"], (None, False))
+        by_release[record["tf_version"]] = (record["loss_path"], warned or bool(record["warnings"]))
+    return {cell: sorted(by_release.items(), key=lambda item: _key(item[0])) for cell, by_release in states.items()}
+
+
+def current_since(history: list[tuple[str, State]]) -> str | None:
+    """The first release from which every release measured behaves as the newest; None if every release does."""
+    current = history[-1][1]
+    since = len(history) - 1
+    while since > 0 and history[since - 1][1] == current:
+        since -= 1
+    return None if since == 0 else history[since][0]
+
+
+def state_text(state: State) -> str:
+    path, warned = state
+    return f"`{path}`" + (" ⚠" if warned else "")
+
+
+def keras_cells_markdown(history: dict[str, list[tuple[str, State]]], keras_cells: list[dict[str, Any]]) -> str:
+    releases = sorted({release for cell in history.values() for release, _ in cell}, key=_key)
+    keras = {r["tf_version"]: r["versions"].get("keras", "?") for r in keras_cells}
+    changed = sum(current_since(cell) is not None for cell in history.values())
+    lines = ["# The atlas' Keras cells across TensorFlow releases", "",
+             "Each cell of `experiments/atlas/keras_cells.py`, probed in each release's environment with the Keras "
+             "that TensorFlow brings (Keras 2 before TF 2.16), on the atlas' probe logits (no training). A cell "
+             "shows its loss path (`experiments/atlas/paths.py`) and ⚠ if the call warned; *current since* is "
+             "the first release from which every release measured behaves as the newest one does. "
+             f"{changed} of {len(history)} cells changed across the releases measured.", "",
+             "| cell | " + " | ".join(f"{r} (Keras {keras[r]})" for r in releases) + " | current since |",
+             "|---|" + "---|" * (len(releases) + 1)]
+    for cell, states in history.items():
+        by_release = dict(states)
+        since = current_since(states)
+        lines.append(f"| {cell} | " + " | ".join(state_text(by_release[r]) if r in by_release else "—"
+                                                 for r in releases)
+                     + f" | {since or 'every release'} |")
+    return "\n".join(lines) + "\n"
+
+
+def keras_cells_findings(history: dict[str, list[tuple[str, State]]]) -> str:
+    if not history:
+        return ""
+    changed = {cell: states for cell, states in history.items() if current_since(states) is not None}
+    first, last = (min((s[0][0] for s in history.values()), key=_key),
+                   max((s[-1][0] for s in history.values()), key=_key))
+    lines = ["", "## The atlas' Keras cells (probe stage)", "",
+             f"{len(history) - len(changed)} of {len(history)} cells behave the same in every release measured "
+             f"({first} to {last}); keras_cells.md has every cell."
+             + (" The others, each with the release from which it behaves as today:" if changed else ""), ""]
+    for cell, states in changed.items():
+        since = current_since(states)
+        before = [f"{state_text(state)} in {release}" for release, state in states if _key(release) < _key(since)]
+        lines.append(f"- {cell}: {state_text(states[-1][1])} since {since}; before: {', '.join(before)}")
+    return "\n".join(lines) + "\n"

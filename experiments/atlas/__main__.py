@@ -1,0 +1,2 @@
+from experiments.atlas.command import main
+raise SystemExit(main())
