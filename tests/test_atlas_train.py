@@ -95,6 +95,16 @@ def test_the_cell_keys_the_run_and_an_unset_cell_leaves_the_hash_as_it_was():
     assert a != b != SMALL.hash()
 
 
+def test_a_cell_trains_in_its_own_execution_except_keras_on_jax_under_jit():
+    def loop_exec(cell, exec_):
+        return training.cell_spec(SMALL, cell, exec_, "raw", 777).loop_exec
+
+    assert loop_exec("keras/tensorflow | x | softmax | from_logits=False | eager", "eager") == "eager"
+    assert loop_exec("keras/tensorflow | x | softmax | from_logits=False | graph", "graph") == "compiled"
+    assert loop_exec("torch | x | softmax | from_logits=None | eager", "eager") == "eager"
+    assert loop_exec("keras/jax | x | softmax | from_logits=False | eager", "eager") == "compiled"
+
+
 def test_runs_resume_by_key(tmp_path, monkeypatch):
     backend = get_backend("torch")
     cells, index_targets = train_child.group_cells("torch", backend)

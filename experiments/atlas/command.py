@@ -80,7 +80,7 @@ CHILDREN = (
     Child("keras/jax", "keras", "keras_cells", ("--engine", "jax"), 12),
     Child("keras/torch", "keras", "keras_cells", ("--engine", "torch"), 14),
     Child("torch", "torch", "torch_cells", seconds=4),
-    Child("jax", "jax", "jax_cells", seconds=30),
+    Child("jax", "jax", "jax_cells", seconds=12),
     Child("tensorflow", "tensorflow", "tf_cells", seconds=8),
 )
 

@@ -7,8 +7,9 @@ exactly as the probe did (``experiments.atlas.probe``). Every lookup a library m
 tensor (Keras' ``_keras_logits``, the op that produced a tensor in a traced graph) reads the tensor alone, so a
 head applied as the loss' first operation is found as one at the end of the model would be. The cell is
 trained in its own execution: ``eager`` cells in the backend's eager loop, ``graph`` cells in its compiled loop
-(``tf.function``, ``jax.jit``). Raw TensorFlow's calls train a Keras model on the TensorFlow engine, as their
-users write them. Targets: one-hot rows, or for a call that takes integer labels (``targets == "index"``)
+(``tf.function``, ``jax.jit``); Keras on JAX's cells, probed op by op, train under ``jax.jit``
+(``GROUP_LOOP_EXEC``). Raw TensorFlow's calls train a Keras model on the TensorFlow engine, as their users write
+them. Targets: one-hot rows, or for a call that takes integer labels (``targets == "index"``)
 their argmax, in the framework's own integer type (each cells module's ``index_targets``).
 
 Which cells cannot train: a cell whose probe path is ``error`` (the call raises on every probe input: there
@@ -57,6 +58,10 @@ TRAINED_BY: dict[str, tuple[str, str | None]] = {
     "jax": ("jax", None), "tensorflow": ("keras", "tensorflow"),
 }
 LOOP_EXEC = {"eager": "eager", "graph": "compiled"}  # a cell's exec -> the loop execution that trains it
+#: Groups whose cells train in one loop execution whatever their probe's: Keras on JAX is probed op by op (Keras
+#: offers no traced loss call there) but computes the same program under jax.jit, as its fit and the project's
+#: default loop run it; op by op, a step is ~20 times slower.
+GROUP_LOOP_EXEC = {"keras/jax": "compiled"}
 VARIANT = VARIANTS["loop_logits"]  # the model ends in its logits; the given loss applies the cell's head
 CHILD_MODULE = "experiments.atlas.train_child"
 #: Cells per child process: a quick-stage process then trains for 2 (Keras on TensorFlow: ~4 s a run) to 15 minutes
@@ -81,7 +86,9 @@ class TrainCell:
 
 
 def cell_spec(base: Spec, cell: str, exec_: str, input_scale: str, seed: int) -> Spec:
-    return base.replace(seed=seed, input_scale=input_scale, loop_exec=LOOP_EXEC[exec_], loss_cell=cell)
+    group = cell.split(" | ", 1)[0]
+    loop_exec = GROUP_LOOP_EXEC.get(group, LOOP_EXEC[exec_])
+    return base.replace(seed=seed, input_scale=input_scale, loop_exec=loop_exec, loss_cell=cell)
 
 
 def plan(base: Spec, cells: Iterable[tuple[str, str]], input_scale: str, seed: int) -> list[PlannedRun]:
