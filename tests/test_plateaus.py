@@ -188,6 +188,19 @@ def test_the_report_counts_classes_hops_and_the_post_share(tmp_path):
     assert (tmp_path / "accuracy.png").stat().st_size > 0 and (tmp_path / "costs.png").stat().st_size > 0
 
 
+def test_a_run_that_trains_has_no_plateau_to_hop_from(tmp_path):
+    """Its predicted classes change as it learns; the report counts no hop and says the ablation is not stuck."""
+    runs = [record(777, [[1, 2], [1], [1, 6], [1, 6]], 0.0982),
+            record(777, [[1, 2], [1, 3], [1, 3, 5], list(range(10))], 0.91, optimizer="sgd", unclipped=2000)]
+    for r in runs:
+        append_record(tmp_path / "runs.jsonl", r)
+    report.write_reports(tmp_path)
+    findings = (tmp_path / "findings.md").read_text()
+    assert "1 hop(s) in 1 of 2 runs" in findings
+    assert "- jax fit · SGD lr 0.001 · sequential: 0 of 1 runs got stuck. A run that does not get stuck" in findings
+    assert "stuck runs that hop at least once" not in findings  # no stuck SGD run to compare
+
+
 # --- the sweep's plan ---------------------------------------------------------------------------------------------
 def test_every_unit_plans_exactly_what_its_child_runs(tmp_path):
     """A unit's records are kept only if their spec hashes are the planned ones: parse each unit's child command

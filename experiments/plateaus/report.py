@@ -6,7 +6,9 @@ predictions on the class probe of training rows), the training rows whose true-c
 the clip bounds in that epoch's train steps (``unclipped_rows``), and the steps with a non-zero gradient. From it:
 
   classes at the end = the locked set after the last epoch (its size: 1 or 2 for a stuck run, 10 for one that trains)
-  hops               = changes of the locked set between consecutive epoch ends (``common.diagnostics.class_hops``)
+  hops               = changes of the locked set between consecutive epoch ends of a stuck run
+                       (``common.diagnostics.class_hops``); a run that trains changes its predicted classes as
+                       it learns, which is no plateau hop, so it counts none
 
 Cells are a backend and training path, an optimiser, and a data order (``cell_label``). Per cell the tables give
 counts with Wilson 95% intervals for the proportions; differences between two cells' proportions get Newcombe's
@@ -54,7 +56,12 @@ class Run:
     def of(cls, record: dict[str, Any]) -> Run:
         last = record["diagnostics"][-1] if record["diagnostics"] else {}
         final = last.get("locked_classes")
-        return cls(record, None if final is None else tuple(final), tuple(class_hops(record["diagnostics"])))
+        hops = tuple(class_hops(record["diagnostics"])) if classify(record) == "stuck" else ()
+        return cls(record, None if final is None else tuple(final), hops)
+
+    @property
+    def stuck(self) -> bool:
+        return classify(self.record) == "stuck"
 
     @property
     def seed(self) -> int:
@@ -189,11 +196,14 @@ def summary_table(study: Study) -> str:
     return "\n".join(lines)
 
 
-def difference_line(name: str, label_a: str, label_b: str, study: Study, test) -> str | None:
-    """``p_a − p_b`` of the runs for which ``test(run)`` holds, with Newcombe's interval and a verdict."""
+def difference_line(name: str, label_a: str, label_b: str, study: Study, test, among=lambda run: True) -> str | None:
+    """``p_a − p_b`` of the runs (those for which ``among(run)`` holds) for which ``test(run)`` holds, with
+    Newcombe's interval and a verdict; None where a cell has no such run."""
     if label_a not in study.cells or label_b not in study.cells:
         return None
-    a, b = study.cells[label_a], study.cells[label_b]
+    a, b = ([run for run in study.cells[label] if among(run)] for label in (label_a, label_b))
+    if not a or not b:
+        return None
     k_a, k_b = sum(map(test, a)), sum(map(test, b))
     diff = proportion_difference(k_a, len(a), k_b, len(b))
     low, high = diff.ci95
@@ -219,7 +229,8 @@ def differences(study: Study) -> list[str]:
         spec = runs[0].record["spec"]
         if runs[0].record["backend"] == "jax" and optimizer_label(spec) != "Adam":
             baseline = baseline_label(study, spec["data_order"])
-            lines.append(difference_line("hops at least once", label, baseline, study, lambda run: bool(run.hops)))
+            lines.append(difference_line("stuck runs that hop at least once", label, baseline, study,
+                                         lambda run: bool(run.hops), among=lambda run: run.stuck))
     return [line for line in lines if line]
 
 
@@ -307,7 +318,12 @@ def answer_lines(study: Study) -> list[str]:
         lines += ["", "The optimiser ablations ask whether Adam's per-parameter normalisation is what turns those "
                       "few rows' tiny gradients into steps of about the learning rate: plain SGD moves each weight by "
                       "the learning rate times its gradient, and a larger Adam epsilon damps the normalisation of "
-                      "tiny gradients.", ""]
+                      "tiny gradients. Only a stuck run can hop, so each ablation is compared on its stuck runs.", ""]
+        lines += [f"- {label}: {sum(run.stuck for run in study.cells[label])} of {len(study.cells[label])} runs got "
+                  "stuck." + ("" if all(run.stuck for run in study.cells[label]) else
+                              " A run that does not get stuck never reaches the plateau, so it cannot show whether a "
+                              "stuck model hops without the optimiser's normalisation.")
+                  for label in ablations]
         lines += [line for line in differences(study) if any(label in line for label in ablations)]
     sequential, shuffled = baseline_label(study, "sequential"), baseline_label(study, "shuffled")
     lines += ["", "## The post's data order\n"]
