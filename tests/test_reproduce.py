@@ -99,6 +99,17 @@ def test_a_spec_the_command_line_cannot_make_is_skipped_with_the_reason(publishe
     assert args is None and why_not == "experiments.run has no flags for its spec's tf_version"
 
 
+@pytest.mark.parametrize("optimizer, epsilon", [("sgd", 1e-7), ("adam", 1e-3)])
+def test_the_plateau_studys_optimiser_ablations_are_re_run_with_their_optimiser(published, optimizer, epsilon):
+    """A record of another optimiser or Adam epsilon (experiments.plateaus) re-runs with exactly its spec."""
+    ablation = {**published, "spec": {**published["spec"], "optimizer": optimizer, "epsilon": epsilon}}
+    args, why_not = reproduce.rerun_args(ablation, TEST_SUBSET)
+    assert why_not is None, why_not
+    parser = run.build_parser()
+    [planned] = cli.plan(parser, parser.parse_args(args), "jax", None)
+    assert planned.spec.to_dict() == ablation["spec"]
+
+
 def test_bad_input_exits_2(published, tmp_path):
     done = reproduce_dir(tmp_path)
     assert done.returncode == 2 and f"no results file at {tmp_path / RUNS_FILE}" in done.stderr

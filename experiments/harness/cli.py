@@ -81,6 +81,12 @@ def add_optimizer_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epsilon", type=float, default=defaults.epsilon, help="Adam's epsilon (default %(default)s)")
 
 
+def optimizer_args(optimizer: str, epsilon: float) -> list[str]:
+    """The ``add_optimizer_flags`` arguments that give a run this optimiser and epsilon (``repr``: the float's
+    every bit, so the child's spec, and its hash, are the parent's)."""
+    return ["--optimizer", optimizer, "--epsilon", repr(epsilon)]
+
+
 class KeepStartupLogs(argparse.Action):
     """``--startup-logs``: sets ``STARTUP_LOGS_ENV`` as it is parsed, so that the framework loaded later in this
     process, and every process this one starts (``experiments.compare``'s children), keeps its messages."""

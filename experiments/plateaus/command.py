@@ -100,8 +100,7 @@ def cell_args(args: argparse.Namespace, cell: Cell) -> argparse.Namespace:
 
 def child_args(args: argparse.Namespace, seed: int, backend: str, engine: str | None, data: Path) -> list[str]:
     """compare's child arguments, plus the optimiser flags only this study varies."""
-    return [*compare.child_args(args, seed, backend, engine, data), "--optimizer", args.optimizer,
-            "--epsilon", repr(args.epsilon)]
+    return [*compare.child_args(args, seed, backend, engine, data), *cli.optimizer_args(args.optimizer, args.epsilon)]
 
 
 def make_units(parser: argparse.ArgumentParser, args: argparse.Namespace, data: Path) -> list[sweep.Unit]:

@@ -122,6 +122,8 @@ def rerun_args(record: dict[str, Any], data: Path) -> tuple[list[str] | None, st
         controls=False, train_size=spec.train_size, test_size=spec.test_size, keep_going=not spec.stop_on_nonfinite,
         verbose=False)
     args = compare.child_args(flags, spec.seed, record["backend"], record["engine"], data)
+    if (spec.optimizer, spec.epsilon) != (Spec().optimizer, Spec().epsilon):  # the plateau study's ablations
+        args += cli.optimizer_args(spec.optimizer, spec.epsilon)
     parser = run.build_parser()
     plan = cli.plan(parser, parser.parse_args(args), record["backend"], record["engine"])
     planned = next((p.spec for p in plan if p.variant.name == record["variant"]), None)
