@@ -416,6 +416,22 @@ def _figure(value: float | None) -> str:
     return "NaN" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3g}"
 
 
+def panel_grid(count: int, panel_height: float):
+    """(figure, axes) of ``count`` panels, three to a row, 5 wide and ``panel_height`` high, sharing the y axis;
+    the grid's panels beyond ``count`` are hidden."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = min(3, count)
+    rows = math.ceil(count / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5 * columns, panel_height * rows), squeeze=False, sharey=True)
+    for ax in axes.flat[count:]:
+        ax.axis("off")
+    return fig, axes
+
+
 def plot_curves(table: Table, path: Path) -> None:
     """Per-epoch cost of each variant, one panel per row, log scale, the post's printed costs overlaid."""
     import matplotlib
@@ -425,9 +441,7 @@ def plot_curves(table: Table, path: Path) -> None:
     from matplotlib.lines import Line2D
 
     labels = list(table.rows)
-    columns = min(3, len(labels))
-    rows = math.ceil(len(labels) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.6 * rows), squeeze=False, sharey=True)
+    fig, axes = panel_grid(len(labels), panel_height=3.6)
     colours = VARIANT_COLOURS
     for ax, label in zip(axes.flat, labels):
         diverged = []  # (epoch, colour): drawn at the panel's top once its scale is known
@@ -447,8 +461,6 @@ def plot_curves(table: Table, path: Path) -> None:
         ax.set_title(label)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    for ax in axes.flat[len(labels):]:
-        ax.axis("off")
     axes[0][0].set_ylabel("mean training cost per epoch")
     handles = [Line2D([], [], color=c, marker="o", ms=3, label=v) for v, c in colours.items()]
     handles += [Line2D([], [], color=colours[v], ls="--", alpha=0.5, label=f"post's {v}") for v in ("loop_probs", "loop_logits")]

@@ -31,7 +31,8 @@ from common.results import FINISHED, RUNS_FILE, backend_label, read_records, rec
 from common.spec import Spec
 from common.stats import NEWCOMBE_NAME, WILSON_NAME, proportion_difference, wilson_interval
 from common.variants import VARIANTS
-from experiments.harness.report import STUCK_ACCURACY, Table, classify, environment_lines, spec_summary
+from experiments.harness.report import (STUCK_ACCURACY, Table, classify, environment_lines, panel_grid,
+                                        spec_summary)
 from experiments.mechanism.report import post_decomposition
 
 POST = VARIANTS["loop_probs"].post
@@ -400,9 +401,7 @@ def plot_costs(study: Study, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     labels = list(study.cells)
-    columns = min(3, len(labels))
-    rows = math.ceil(len(labels) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.4 * rows), squeeze=False, sharey=True)
+    fig, axes = panel_grid(len(labels), panel_height=3.4)
     for ax, label in zip(axes.flat, labels):
         for run in study.cells[label]:
             costs = [c if c is not None else math.nan for c in run.record["epoch_costs"]]
@@ -411,8 +410,6 @@ def plot_costs(study: Study, path: Path) -> None:
         ax.set_title(f"{label} (n={len(study.cells[label])})", fontsize=8)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    for ax in axes.flat[len(labels):]:
-        ax.axis("off")
     axes[0][0].set_ylabel("mean training cost per epoch")
     axes[0][0].legend(fontsize=7)
     fig.suptitle(f"Epoch costs (blue: one line per run), {spec_summary(study.spec)}", fontsize=9)
