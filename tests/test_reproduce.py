@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from common.results import RUNS_FILE, append_record, read_records
+from common.results import RUNS_FILE, append_record, read_records, record_key
+from common.spec import Spec
 from experiments import run
 from experiments.harness import cli, sweep
 from experiments.harness.report import classify
@@ -94,9 +95,47 @@ def test_picking_records(published):
 def test_a_spec_the_command_line_cannot_make_is_skipped_with_the_reason(published):
     args, why_not = reproduce.rerun_args(published, TEST_SUBSET)
     assert why_not is None and args[args.index("--seed") + 1] == "777" and "--variants" in args
-    versions_cell = {**published, "spec": {**published["spec"], "tf_version": "2.13"}}  # a versions-study cell
-    args, why_not = reproduce.rerun_args(versions_cell, TEST_SUBSET)
-    assert args is None and why_not == "experiments.run has no flags for its spec's tf_version"
+    other_dropout = {**published, "spec": {**published["spec"], "drop_rate": 0.5}}
+    args, why_not = reproduce.rerun_args(other_dropout, TEST_SUBSET)
+    assert args is None and why_not == "experiments.run has no flags for its spec's drop_rate"
+
+
+def versions_record(published, softmax="op", loop_exec="eager", **spec):
+    """``published`` dressed as a cell of the versions study (Keras on TF 2.13, probs head)."""
+    cell = Spec(epochs=1, train_size=100, test_size=100, prob_loss="native", softmax=softmax, loop_exec=loop_exec,
+                tf_version="2.13").replace(**spec)
+    mode = "loop" if loop_exec else "fit"
+    return {**published, "backend": "keras", "engine": "tensorflow", "variant": f"{mode}_probs", "mode": mode,
+            "softmax": softmax, "loop_exec": loop_exec,
+            "spec": cell.to_dict(), "spec_hash": cell.hash()}
+
+
+def test_a_versions_cell_is_re_run_by_the_versions_study(published):
+    args, why_not = reproduce.rerun_args(versions_record(published), TEST_SUBSET)
+    assert why_not is None and args == ["--tf", "2.13", "--cells", "op/eager", "--epochs", "1", "--seed", "777",
+                                        "--data", str(TEST_SUBSET), "--train-size", "100", "--test-size", "100"]
+    args, why_not = reproduce.rerun_args(versions_record(published, input_scale="unit"), TEST_SUBSET)
+    assert args is None and why_not == "python -m experiments.versions has no flags for its spec's input_scale"
+
+
+def test_one_versions_process_re_runs_a_releases_cells(published, tmp_path, monkeypatch):
+    """Two cells of one release: one experiments.versions process with both; its records pair with theirs."""
+    records = [versions_record(published), versions_record(published, softmax="layer", loop_exec=None)]
+    arguments = {record_key(r): reproduce.rerun_args(r, TEST_SUBSET)[0] for r in records}
+    commands = []
+
+    def versions_study(command, **_):
+        commands.append(command)
+        out = Path(command[command.index("--out") + 1])
+        for record in records:
+            append_record(out / RUNS_FILE, record)
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(reproduce.subprocess, "run", versions_study)
+    reruns = reproduce.rerun_versions(records, arguments, tmp_path)
+    [command] = commands
+    assert command[command.index("--cells") + 1] == "op/eager,layer/fit" and "--tf" in command
+    assert set(reruns) == {record_key(r) for r in records}
 
 
 @pytest.mark.parametrize("optimizer, epsilon", [("sgd", 1e-7), ("adam", 1e-3)])

@@ -4,7 +4,8 @@
     python -m experiments.reproduce DIR --backends jax,keras/jax --quick-only
 
 Reads DIR/runs.jsonl and keeps the last record of each finished run (ok or diverged) whose spec
-``experiments.run``'s flags can make again; then ``--backends`` and ``--quick-only`` filter them, and
+``experiments.run``'s flags can make again (or, for a cell of the versions study, ``experiments.versions``'
+flags: it is re-run by that command, in its release's environment); then ``--backends`` and ``--quick-only`` filter them, and
 ``--sample N`` draws N with a generator seeded by ``--sample-seed`` (the same records from the same file, on
 any machine). Each is re-run in its own ``experiments.run`` process, planned and run as the sweep does
 (``experiments.harness.sweep``: the command ``experiments.compare`` builds, a unit per run, the local executor,
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -36,6 +38,7 @@ from experiments.harness import cli, sweep
 from experiments.harness.published import check_publishable
 from experiments.harness.runner import PlannedRun
 from experiments.reproduce.report import Pair, summary_lines, table_markdown, write_report
+from experiments.versions import command as versions
 
 PROG = "python -m experiments.reproduce"
 
@@ -116,6 +119,8 @@ def rerun_args(record: dict[str, Any], data: Path) -> tuple[list[str] | None, st
         spec = Spec.from_dict(record["spec"])
     except (SpecError, TypeError) as exc:
         return None, f"its spec is not this version's ({exc})"
+    if spec.tf_version is not None:  # a cell of the versions study: its own command makes it, in its release
+        return versions.rerun_args(record, data)
     flags = argparse.Namespace(
         variants=record["variant"], epochs=spec.epochs, prob_loss=spec.prob_loss, softmax=spec.softmax,
         input_scale=spec.input_scale, data_order=spec.data_order, device=record["device"], loop_exec=spec.loop_exec,
@@ -194,14 +199,40 @@ def threads_of(record: dict[str, Any]) -> int:
 
 def rerun(records: list[dict[str, Any]], arguments: dict[tuple, list[str]]) -> list[Pair]:
     """Re-run each record in its own process, as a sweep unit of one run with ``arguments[its key]``, grouped
-    by thread count (a local executor per count); the pairs in the records' order."""
-    units = [unit_of(record, arguments[record_key(record)]) for record in records]
+    by thread count (a local executor per count) — or, for the versions study's cells, by that study's own
+    command (``rerun_versions``); the pairs in the records' order."""
+    by_versions = [r for r in records if r["spec"].get("tf_version") is not None]
+    swept = [r for r in records if r["spec"].get("tf_version") is None]
+    units = [unit_of(record, arguments[record_key(record)]) for record in swept]
     with tempfile.TemporaryDirectory(prefix="xent-parity-reproduce-") as scratch:
-        by_threads = sorted(zip(records, units), key=lambda pair: threads_of(pair[0]))
+        by_threads = sorted(zip(swept, units), key=lambda pair: threads_of(pair[0]))
         for cpus, group in itertools.groupby(by_threads, key=lambda pair: threads_of(pair[0])):
             sweep.run_units([unit for _, unit in group], scratch, sweep.LocalExecutor(cpus))
         reruns = {record_key(r): r for r in read_records(Path(scratch) / RUNS_FILE)}
-    return [Pair(record, reruns[unit.keys()[0]]) for record, unit in zip(records, units)]
+        reruns.update(rerun_versions(by_versions, arguments, Path(scratch)))
+    return [Pair(record, reruns[record_key(record)]) for record in records]
+
+
+def rerun_versions(records: list[dict[str, Any]], arguments: dict[tuple, list[str]],
+                   scratch: Path) -> dict[tuple, dict[str, Any]]:
+    """The versions study's cells re-run by ``experiments.versions`` into ``scratch``, one process per release
+    and spec (all of its picked cells: the study runs a release's cells in one child); {run key: record}."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for record in records:
+        args = arguments[record_key(record)]
+        at = args.index("--cells")
+        groups.setdefault(tuple(args[:at] + args[at + 2:]), []).append(args[at + 1])
+    reruns = {}
+    for index, (args, cells) in enumerate(groups.items()):
+        out = scratch / f"versions-{index}"
+        command = [sys.executable, "-m", "experiments.versions", *args, "--cells", ",".join(cells), "--out", str(out)]
+        result = subprocess.run(command, cwd=sweep.ROOT, capture_output=True, text=True,
+                                timeout=versions.CHILD_TIMEOUT_S)
+        if result.returncode != 0:
+            last = (result.stderr.strip().splitlines() or ["(no message)"])[-1]
+            cli.fail(PROG, f"{' '.join(command[2:])} failed (exit {result.returncode}): {last}")
+        reruns.update({record_key(r): r for r in read_records(out / RUNS_FILE)})
+    return reruns
 
 
 def unit_of(record: dict[str, Any], args: list[str]) -> sweep.Unit:

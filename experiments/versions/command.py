@@ -175,6 +175,26 @@ def measure(python: str | Path, base: Spec, cells: list[Cell], data: Dataset) ->
     return {r["cell"]: r for r in results}, last_words
 
 
+def rerun_args(record: dict[str, Any], data: Path) -> tuple[list[str] | None, str | None]:
+    """(this command's arguments that make ``record``'s cell again, None), or (None, why not): one release,
+    one cell, the record's epochs, sizes and seed (``experiments.reproduce`` re-runs the study's records so)."""
+    spec = Spec.from_dict(record["spec"])
+    cell = next((c for c in CELLS if (c.softmax, c.loop_exec, c.variant.name)
+                 == (record["softmax"], record["loop_exec"], record["variant"])), None)
+    if cell is None:
+        return None, f"{PROG} has no cell {record['softmax']}/{record['loop_exec'] or record['mode']}"
+    base = Spec(epochs=spec.epochs, train_size=spec.train_size, test_size=spec.test_size, seed=spec.seed)
+    if cell.spec(base, spec.tf_version) != spec:
+        differing = sorted(k for k, v in spec.to_dict().items() if cell.spec(base, spec.tf_version).to_dict()[k] != v)
+        return None, f"{PROG} has no flags for its spec's {', '.join(differing)}"
+    args = ["--tf", spec.tf_version, "--cells", cell.name, "--epochs", str(spec.epochs), "--seed", str(spec.seed),
+            "--data", str(data)]
+    for flag in ("train_size", "test_size"):
+        if getattr(spec, flag) is not None:
+            args += [f"--{flag.replace('_', '-')}", str(getattr(spec, flag))]
+    return args, None
+
+
 def write_inputs(scratch: Path, base: Spec, cells: list[Cell], data: Dataset) -> None:
     """``arrays.npz`` (data, every epoch's batches, initial weights) and ``cells.json`` for the child."""
     n_train = len(data.x_train)
