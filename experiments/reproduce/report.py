@@ -68,7 +68,8 @@ class Pair:
 
     @property
     def label(self) -> str:
-        return f"{row_label(self.original)} {self.original['variant']}"
+        release = self.original["spec"].get("tf_version")  # a cell of the versions study names its release
+        return f"{row_label(self.original)}{f' · TF {release}' if release else ''} {self.original['variant']}"
 
     def to_dict(self) -> dict[str, Any]:
         """One line of ``reproduction.jsonl``: the run's key, the verdict and its figures, the re-run record."""
@@ -136,7 +137,8 @@ def summary_lines(pairs: list[Pair]) -> list[str]:
 def report_markdown(pairs: list[Pair], source: str, command: str, skipped: list[str]) -> str:
     rows = sorted({backend_label(p.original["backend"], p.original["engine"]) for p in pairs})
     parts = [f"# Reproduction of `{source}`", "",
-             f"`{command}`: each record below re-run in its own `experiments.run` process from its recorded spec, "
+             f"`{command}`: each record below re-run in its own `experiments.run` process (a cell of the versions "
+             "study: by `experiments.versions`, in its release's environment) from its recorded spec, "
              f"backend, variant and seed (rows: {', '.join(rows)}), and compared with what the record says. "
              "identical: every figure (epoch costs, test loss, test accuracy, predicted-class shares) equal to the "
              "last bit; same_outcome: the same trains / stuck / diverged outcome with other figures (Δ: absolute "
