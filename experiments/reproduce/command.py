@@ -5,14 +5,16 @@
 
 Reads DIR/runs.jsonl and keeps the last record of each finished run (ok or diverged) whose spec
 ``experiments.run``'s flags can make again (or, for a cell of the versions study, ``experiments.versions``'
-flags: it is re-run by that command, in its release's environment); then ``--backends`` and ``--quick-only`` filter them, and
-``--sample N`` draws N with a generator seeded by ``--sample-seed`` (the same records from the same file, on
-any machine). Each is re-run in its own ``experiments.run`` process, planned and run as the sweep does
+flags: it is re-run by that command, in its release's environment); then ``--backends`` and ``--quick-only``
+filter them, and ``--sample N`` draws N with a generator seeded by ``--sample-seed`` (the same records from
+the same file, on any machine). Each is re-run in its own ``experiments.run`` process, planned and run as the sweep does
 (``experiments.harness.sweep``: the command ``experiments.compare`` builds, a unit per run, the local executor,
 as many threads as the record's run had) into a scratch directory; each re-run is set beside its record
 (``experiments.reproduce.report``: identical, same outcome, different outcome, with both machine classes), and
-DIR gets reproduction.md and reproduction.jsonl. Exit status: 0 when every outcome held, 1 when any changed,
-2 on bad input.
+DIR gets reproduction.md and reproduction.jsonl. A directory of the atlas' probe stage (DIR/atlas.jsonl, no
+runs.jsonl) has its probe re-run whole and compared cell by cell (``experiments.reproduce.atlas``; the record
+filters do not apply to it). Exit status: 0 when every outcome (an atlas cell's loss path) held, 1 when any
+changed, 2 on bad input.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -37,6 +39,7 @@ from experiments.compare import command as compare
 from experiments.harness import cli, sweep
 from experiments.harness.published import check_publishable
 from experiments.harness.runner import PlannedRun
+from experiments.reproduce import atlas
 from experiments.reproduce.report import Pair, summary_lines, table_markdown, write_report
 from experiments.versions import command as versions
 
@@ -64,8 +67,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     runs = Path(args.dir) / RUNS_FILE
+    if not runs.is_file() and (Path(args.dir) / atlas.ATLAS_FILE).is_file():
+        reproduce_atlas(args, argv)
     if not runs.is_file():
-        cli.fail(PROG, f"no results file at {runs}; give a directory holding the runs.jsonl of a sweep")
+        cli.fail(PROG, f"no results file at {runs}; give a directory holding the runs.jsonl of a sweep (or the "
+                       "atlas.jsonl of the atlas' probe)")
     if args.sample is not None and args.sample < 1:
         parser.error(f"--sample {args.sample}: give a positive number of records")
     rows = parse_rows(parser, args.backends)
@@ -80,6 +86,27 @@ def main(argv: list[str] | None = None) -> None:
     print(table_markdown(pairs), "", *summary_lines(pairs), sep="\n")
     print(f"\nwrote {', '.join(str(path) for path in written)}")
     sys.exit(1 if any(p.verdict == "different_outcome" for p in pairs) else 0)
+
+
+def reproduce_atlas(args: argparse.Namespace, argv: list[str] | None) -> NoReturn:
+    """The atlas' probe stage re-run whole into a scratch directory and compared with DIR/atlas.jsonl."""
+    if args.sample is not None or args.backends or args.quick_only:
+        print(f"{PROG}: an atlas directory's probe is re-run whole (a few minutes); --sample, --backends and "
+              "--quick-only apply to run records and are ignored here", file=sys.stderr)
+    with cli.friendly_errors(PROG):
+        check_publishable(args.dir, elsewhere="into a copy of the directory outside docs/results/")
+        data = find_mnist(args.data).resolve()
+        with tempfile.TemporaryDirectory(prefix="xent-parity-reproduce-atlas-") as scratch:
+            try:
+                pairs = atlas.pair(atlas.read_probe(Path(args.dir)),
+                                   atlas.rerun_probe(data, Path(scratch)))
+            except atlas.ProbeFailed as exc:
+                cli.fail(PROG, str(exc))
+    command = " ".join([PROG, *(sys.argv[1:] if argv is None else argv)])
+    written = atlas.write_report(args.dir, pairs, command)
+    print(*atlas.summary_lines(pairs), sep="\n")
+    print(f"\nwrote {', '.join(str(path) for path in written)}")
+    sys.exit(1 if any(p.verdict == "different_path" for p in pairs) else 0)
 
 
 # --- picking records -----------------------------------------------------------------------------------------

@@ -1,0 +1,134 @@
+"""An atlas directory's probe stage re-run here and set beside its records, cell by cell and input by input.
+
+The atlas' probe (``python -m experiments.atlas --out DIR``) measures every cross-entropy call on fixed logits
+(``probe_inputs.npz``), with no training and no randomness, so on the machine class that made it every figure
+should come back bit for bit. Verdicts (``ProbePair.verdict``), from the strictest:
+
+  identical       every field of ``FIGURES`` equal: the loss and the float64 reference's, the gradient's
+                  figures, the loss path, the warnings and the error;
+  same_path       the behaviour (``BEHAVIOUR``: loss path, warnings, error) equal, some figure not
+                  (|loss difference| says by how much);
+  different_path  anything else, a cell missing from the re-run included.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from experiments.atlas import report as atlas_report
+from experiments.atlas.report import ATLAS_FILE
+from experiments.reproduce.report import PAIRS_FILE, REPORT_FILE, machine_class_of, pairs_jsonl, replace_files
+
+ROOT = Path(__file__).resolve().parents[2]
+VERDICTS = ("identical", "same_path", "different_path")
+BEHAVIOUR = ("loss_path", "warnings", "error")
+FIGURES = ("loss", "reference_loss", "grad_finite", "grad_zero_share", "grad_signal", "wrong_rows", *BEHAVIOUR)
+PROBE_TIMEOUT_S = 3600
+SHOWN = 40  # rows of the report's table of cells that did not come back identical
+
+
+class ProbeFailed(RuntimeError):
+    """The re-run probe exited non-zero or measured other inputs; the message says which and what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbePair:
+    """A published probe record and the re-run's record of the same cell and input (None: not measured)."""
+
+    original: dict[str, Any]
+    rerun: dict[str, Any] | None
+
+    @property
+    def verdict(self) -> str:
+        if self.rerun is None:
+            return "different_path"
+        if all(self.original.get(f) == self.rerun.get(f) for f in FIGURES):
+            return "identical"
+        return "same_path" if all(self.original.get(f) == self.rerun.get(f) for f in BEHAVIOUR) else "different_path"
+
+    @property
+    def loss_difference(self) -> float | None:
+        losses = (self.original.get("loss"), (self.rerun or {}).get("loss"))
+        return abs(losses[0] - losses[1]) if all(isinstance(x, (int, float)) for x in losses) else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cell": self.original["cell"], "input": self.original["input"], "verdict": self.verdict,
+                "loss_difference": self.loss_difference, "original": self.original, "rerun": self.rerun}
+
+
+def key(record: dict[str, Any]) -> tuple[str, str]:
+    return record["cell"], record["input"]
+
+
+def read_probe(out_dir: Path) -> list[dict[str, Any]]:
+    """DIR/atlas.jsonl's probe records."""
+    return atlas_report.read(out_dir)
+
+
+def rerun_probe(data: Path, scratch: Path) -> list[dict[str, Any]]:
+    """Run the probe stage, as its command does (a process per framework), into ``scratch``; its records."""
+    command = [sys.executable, "-m", "experiments.atlas", "--out", str(scratch), "--data", str(data)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["(no message)"])[-1]
+        raise ProbeFailed(f"{' '.join(command[2:])} failed (exit {result.returncode}): {last}")
+    return atlas_report.read(scratch)
+
+
+def pair(originals: list[dict[str, Any]], reruns: list[dict[str, Any]]) -> list[ProbePair]:
+    """Each published record with its re-run, in the published order; the probe inputs must be the same ones."""
+    recorded = {r["inputs_sha256"] for r in originals}
+    measured = {r["inputs_sha256"] for r in reruns}
+    if reruns and recorded != measured:
+        raise ProbeFailed("the re-run probed other inputs (probe_inputs hash "
+                          f"{sorted(measured)[0][:16]}, the records {sorted(recorded)[0][:16]}): give the MNIST file "
+                          "the records were made from with --data")
+    by_key = {key(r): r for r in reruns}
+    return [ProbePair(record, by_key.get(key(record))) for record in originals]
+
+
+def summary_lines(pairs: list[ProbePair]) -> list[str]:
+    counts = collections.Counter(p.verdict for p in pairs)
+    lines = [f"{len(pairs)} probe records re-run: " + ", ".join(f"{counts[v]} {v}" for v in VERDICTS) + "."]
+    by_class = collections.defaultdict(collections.Counter)
+    for p in pairs:
+        by_class[(machine_class_of(p.original), machine_class_of(p.rerun or {}))][p.verdict] += 1
+    for (made, here), verdicts in sorted(by_class.items()):
+        same = "the same machine class" if made == here else "another machine class"
+        lines.append(f"- made on {made}, re-run on {here} ({same}): "
+                     + ", ".join(f"{n} {v}" for v, n in verdicts.items()))
+    return lines
+
+
+def report_markdown(pairs: list[ProbePair], source: str, command: str) -> str:
+    differing = [p for p in pairs if p.verdict != "identical"]
+    parts = [f"# Reproduction of `{source}`", "",
+             f"`{command}`: the atlas' probe stage re-run whole (`python -m experiments.atlas`, a process per "
+             "framework) and every cell and input set beside its record. identical: the loss, the reference loss, "
+             "the gradient's figures, the loss path, the warnings and the error all equal to the last bit; "
+             "same_path: the same loss path, warnings and error with other figures; different_path: anything else. "
+             "Bits are expected to agree only within a machine class (`common/machine.py`).", "",
+             *summary_lines(pairs)]
+    if differing:
+        shown = f", the first {SHOWN}" if len(differing) > SHOWN else ""
+        parts += ["", f"Not identical ({len(differing)}{shown}):", "",
+                  "| cell | input | verdict | loss path (record → here) | loss difference |", "|---|---|---|---|---|"]
+        for p in differing[:SHOWN]:
+            here = p.rerun["loss_path"] if p.rerun else "not measured"
+            difference = "—" if p.loss_difference is None else f"{p.loss_difference:.3g}"
+            parts.append(f"| {p.original['cell']} | {p.original['input']} | {p.verdict} | "
+                         f"{p.original['loss_path']} → {here} | {difference} |")
+    return "\n".join(parts) + "\n"
+
+
+def write_report(out_dir: str | os.PathLike, pairs: list[ProbePair], command: str) -> list[Path]:
+    """``DIR/reproduction.md`` and ``DIR/reproduction.jsonl`` (one pair a line), each replaced whole."""
+    out_dir = Path(out_dir)
+    return replace_files({out_dir / REPORT_FILE: report_markdown(pairs, str(out_dir), command),
+                          out_dir / PAIRS_FILE: pairs_jsonl(pairs)})

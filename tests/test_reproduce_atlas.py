@@ -1,0 +1,57 @@
+"""experiments.reproduce on an atlas directory: the probe re-run whole, each cell and input set beside its record
+(identical, same loss path, another path), the report written, and the exit status."""
+
+import copy
+import json
+
+import pytest
+
+from experiments.reproduce import atlas
+from experiments.reproduce import command as reproduce
+from experiments.reproduce.report import PAIRS_FILE, REPORT_FILE
+from tests_support import TEST_SUBSET
+
+MACHINE = {"git_commit": "a" * 40, "machine_class": "x86_64-intel-6.207-avx512"}
+
+
+def probe_record(cell: str, loss: float = 2.375, loss_path: str = "double_softmax") -> dict:
+    """A probe record as experiments.atlas writes one (the fields the comparison reads)."""
+    return {"cell": cell, "input": "raw", "loss": loss, "reference_loss": 59.53, "grad_finite": True,
+            "grad_zero_share": 1.0, "grad_signal": 0.0, "wrong_rows": 88, "loss_path": loss_path, "warnings": [],
+            "error": None, "inputs_sha256": "f" * 64, "env": MACHINE}
+
+
+def test_verdicts():
+    record = probe_record("torch | nn.CrossEntropyLoss() | softmax")
+    assert atlas.ProbePair(record, copy.deepcopy(record)).verdict == "identical"
+    moved = atlas.ProbePair(record, {**record, "loss": 2.376})
+    assert moved.verdict == "same_path" and moved.loss_difference == pytest.approx(1e-3)
+    assert atlas.ProbePair(record, {**record, "loss_path": "logits"}).verdict == "different_path"
+    assert atlas.ProbePair(record, {**record, "warnings": ["UserWarning: ..."]}).verdict == "different_path"
+    assert atlas.ProbePair(record, None).verdict == "different_path"
+
+
+def test_pairs_follow_the_records_and_need_the_same_inputs():
+    records = [probe_record("a"), probe_record("b")]
+    pairs = atlas.pair(records, [records[1]])
+    assert [(p.original["cell"], p.rerun is not None) for p in pairs] == [("a", False), ("b", True)]
+    with pytest.raises(atlas.ProbeFailed, match="other inputs.*--data"):
+        atlas.pair(records, [{**records[0], "inputs_sha256": "0" * 64}])
+
+
+@pytest.mark.parametrize("changed, status", [(False, 0), (True, 1)])
+def test_the_command_reports_an_atlas_directory(tmp_path, monkeypatch, capsys, changed, status):
+    """DIR with atlas.jsonl and no runs.jsonl: the probe is re-run (here: a stand-in), reproduction.md and
+    reproduction.jsonl are written beside the records, and a changed loss path exits 1."""
+    records = [probe_record("a"), probe_record("b")]
+    (tmp_path / atlas.ATLAS_FILE).write_text("".join(json.dumps(r) + "\n" for r in records))
+    reruns = [records[0], {**records[1], "loss_path": "clipped"} if changed else records[1]]
+    monkeypatch.setattr(atlas, "rerun_probe", lambda data, scratch: reruns)
+    with pytest.raises(SystemExit) as exit_info:
+        reproduce.main([str(tmp_path), "--data", str(TEST_SUBSET)])
+    assert exit_info.value.code == status
+    report = (tmp_path / REPORT_FILE).read_text()
+    verdicts = [json.loads(line)["verdict"] for line in (tmp_path / PAIRS_FILE).read_text().splitlines()]
+    assert verdicts == ["identical", "different_path" if changed else "identical"]
+    assert ("| b | raw | different_path | double_softmax → clipped |" in report) == changed
+    assert "2 probe records re-run" in capsys.readouterr().out
