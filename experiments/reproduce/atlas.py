@@ -58,8 +58,9 @@ class ProbePair:
         return abs(losses[0] - losses[1]) if all(isinstance(x, (int, float)) for x in losses) else None
 
     def to_dict(self) -> dict[str, Any]:
+        """The verdict and the re-run's record; the published one is the (cell, input) line of atlas.jsonl."""
         return {"cell": self.original["cell"], "input": self.original["input"], "verdict": self.verdict,
-                "loss_difference": self.loss_difference, "original": self.original, "rerun": self.rerun}
+                "loss_difference": self.loss_difference, "rerun": self.rerun}
 
 
 def key(record: dict[str, Any]) -> tuple[str, str]:
