@@ -83,3 +83,9 @@ def test_every_documented_command_parses_help(module: str, monkeypatch: pytest.M
         runpy.run_module(module, run_name="__main__", alter_sys=True)
     assert exit_info.value.code in (0, None), f"python -m {module} --help exited {exit_info.value.code}"
     assert "usage:" in out.getvalue()
+
+
+def test_the_readme_is_a_front_page() -> None:
+    """The README stays a front page (the rest lives under docs/): at most 170 lines."""
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").count("\n")
+    assert lines <= 170, f"README.md has {lines} lines; move detail to a page under docs/"
