@@ -80,18 +80,6 @@ def test_the_checks_name_each_offending_record(tmp_path):
 
 
 PUBLISHED_RECORDS = published_records(ROOT / "docs" / "results")
-# Written before the guard and the machine key, from work trees with uncommitted changes. Once one is re-made from
-# a clean commit its strict xfail below passes unexpectedly, which fails the suite until it leaves this tuple.
-AWAITING_REMAKE = ("cpu-full",)
-
-
-def directory(where: str) -> str:
-    """The results directory of a ``DIR/runs.jsonl:LINE`` location."""
-    return where.split("/", 1)[0]
-
-
-def records_in(names, *, inside: bool) -> list[tuple[str, dict]]:
-    return [(where, r) for where, r in PUBLISHED_RECORDS if (directory(where) in names) == inside]
 
 
 def test_the_checks_read_the_published_records():
@@ -99,18 +87,8 @@ def test_the_checks_read_the_published_records():
     assert expected > 0 and len(PUBLISHED_RECORDS) >= expected
 
 
-def test_every_published_record_outside_the_old_directories_is_clean_and_labelled():
-    """cpu-quick, cpu-mechanism-quick, cpu-plateaus and any directory written since the guard."""
-    records = records_in(AWAITING_REMAKE, inside=False)
-    assert records
-    assert dirty(records) == []
-    assert unlabelled(records) == []
-
-
-@pytest.mark.parametrize("name", AWAITING_REMAKE)
-@pytest.mark.xfail(strict=True, reason="written from a work tree with uncommitted changes, before env.machine_class "
-                                       "existed; awaits re-making from a clean commit")
-def test_an_old_directory_awaiting_remake_is_clean_and_labelled(name):
-    records = records_in((name,), inside=True)
-    assert dirty(records) == []
-    assert unlabelled(records) == []
+def test_every_published_record_is_clean_and_labelled():
+    """Every record under docs/results/ (runs, reproduction re-runs, atlas and versions probes) names a committed
+    revision and its machine class."""
+    assert dirty(PUBLISHED_RECORDS) == []
+    assert unlabelled(PUBLISHED_RECORDS) == []
