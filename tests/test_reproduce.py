@@ -124,14 +124,15 @@ def test_one_versions_process_re_runs_a_releases_cells(published, tmp_path, monk
     arguments = {record_key(r): reproduce.rerun_args(r, TEST_SUBSET)[0] for r in records}
     commands = []
 
-    def versions_study(command, **_):
+    def versions_study(module, command, timeout):
+        assert module == "experiments.versions"
         commands.append(command)
         out = Path(command[command.index("--out") + 1])
         for record in records:
             append_record(out / RUNS_FILE, record)
-        return subprocess.CompletedProcess(command, 0, "", "")
+        return None
 
-    monkeypatch.setattr(reproduce.subprocess, "run", versions_study)
+    monkeypatch.setattr(sweep, "run_module", versions_study)
     reruns = reproduce.rerun_versions(records, arguments, tmp_path)
     [command] = commands
     assert command[command.index("--cells") + 1] == "op/eager,layer/fit" and "--tf" in command

@@ -169,6 +169,17 @@ def stream_child(args: tuple[str, ...], finished: list[str], cpus: int, bar_posi
         yield process.returncode
 
 
+def run_module(module: str, args: list[str], timeout: float) -> str | None:
+    """``python -m MODULE ARGS`` from this checkout, waited for; None when it exits 0, else one line saying what
+    failed (the command, its exit status and its last line of error output)."""
+    command = [sys.executable, "-m", module, *args]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    if result.returncode == 0:
+        return None
+    last = (result.stderr.strip().splitlines() or ["(no message)"])[-1]
+    return f"{' '.join(command[2:])} failed (exit {result.returncode}): {last}"
+
+
 def exit_error(unit: Unit, returncode: int) -> str | None:
     if returncode == 0:
         return None

@@ -16,16 +16,14 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from experiments.atlas import report as atlas_report
 from experiments.atlas.report import ATLAS_FILE
-from experiments.reproduce.report import PAIRS_FILE, REPORT_FILE, machine_class_of, pairs_jsonl, replace_files
+from experiments.harness import sweep
+from experiments.reproduce.report import machine_class_of, write_beside
 
-ROOT = Path(__file__).resolve().parents[2]
 VERDICTS = ("identical", "same_path", "different_path")
 BEHAVIOUR = ("loss_path", "warnings", "error")
 FIGURES = ("loss", "reference_loss", "grad_finite", "grad_zero_share", "grad_signal", "wrong_rows", *BEHAVIOUR)
@@ -67,18 +65,11 @@ def key(record: dict[str, Any]) -> tuple[str, str]:
     return record["cell"], record["input"]
 
 
-def read_probe(out_dir: Path) -> list[dict[str, Any]]:
-    """DIR/atlas.jsonl's probe records."""
-    return atlas_report.read(out_dir)
-
-
 def rerun_probe(data: Path, scratch: Path) -> list[dict[str, Any]]:
     """Run the probe stage, as its command does (a process per framework), into ``scratch``; its records."""
-    command = [sys.executable, "-m", "experiments.atlas", "--out", str(scratch), "--data", str(data)]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
-    if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["(no message)"])[-1]
-        raise ProbeFailed(f"{' '.join(command[2:])} failed (exit {result.returncode}): {last}")
+    failure = sweep.run_module("experiments.atlas", ["--out", str(scratch), "--data", str(data)], PROBE_TIMEOUT_S)
+    if failure:
+        raise ProbeFailed(failure)
     return atlas_report.read(scratch)
 
 
@@ -130,6 +121,4 @@ def report_markdown(pairs: list[ProbePair], source: str, command: str) -> str:
 
 def write_report(out_dir: str | os.PathLike, pairs: list[ProbePair], command: str) -> list[Path]:
     """``DIR/reproduction.md`` and ``DIR/reproduction.jsonl`` (one pair a line), each replaced whole."""
-    out_dir = Path(out_dir)
-    return replace_files({out_dir / REPORT_FILE: report_markdown(pairs, str(out_dir), command),
-                          out_dir / PAIRS_FILE: pairs_jsonl(pairs)})
+    return write_beside(out_dir, report_markdown(pairs, str(out_dir), command), pairs)

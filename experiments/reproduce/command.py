@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -35,6 +34,7 @@ from common.results import FINISHED, RUNS_FILE, backend_label, read_records, rec
 from common.spec import Spec, SpecError
 from common.variants import VARIANTS
 from experiments import run
+from experiments.atlas import report as atlas_report
 from experiments.compare import command as compare
 from experiments.harness import cli, sweep
 from experiments.harness.published import check_publishable
@@ -98,7 +98,7 @@ def reproduce_atlas(args: argparse.Namespace, argv: list[str] | None) -> NoRetur
         data = find_mnist(args.data).resolve()
         with tempfile.TemporaryDirectory(prefix="xent-parity-reproduce-atlas-") as scratch:
             try:
-                pairs = atlas.pair(atlas.read_probe(Path(args.dir)),
+                pairs = atlas.pair(atlas_report.read(Path(args.dir)),
                                    atlas.rerun_probe(data, Path(scratch)))
             except atlas.ProbeFailed as exc:
                 cli.fail(PROG, str(exc))
@@ -252,12 +252,10 @@ def rerun_versions(records: list[dict[str, Any]], arguments: dict[tuple, list[st
     reruns = {}
     for index, (args, cells) in enumerate(groups.items()):
         out = scratch / f"versions-{index}"
-        command = [sys.executable, "-m", "experiments.versions", *args, "--cells", ",".join(cells), "--out", str(out)]
-        result = subprocess.run(command, cwd=sweep.ROOT, capture_output=True, text=True,
-                                timeout=versions.CHILD_TIMEOUT_S)
-        if result.returncode != 0:
-            last = (result.stderr.strip().splitlines() or ["(no message)"])[-1]
-            cli.fail(PROG, f"{' '.join(command[2:])} failed (exit {result.returncode}): {last}")
+        failure = sweep.run_module("experiments.versions", [*args, "--cells", ",".join(cells), "--out", str(out)],
+                                   versions.CHILD_TIMEOUT_S)
+        if failure:
+            cli.fail(PROG, failure)
         reruns.update({record_key(r): r for r in read_records(out / RUNS_FILE)})
     return reruns
 

@@ -152,18 +152,15 @@ def report_markdown(pairs: list[Pair], source: str, command: str, skipped: list[
 
 def write_report(out_dir: str | os.PathLike, pairs: list[Pair], command: str, skipped: list[str]) -> list[Path]:
     """``DIR/reproduction.md`` and ``DIR/reproduction.jsonl`` (one pair a line), each replaced whole."""
+    return write_beside(out_dir, report_markdown(pairs, str(out_dir), command, skipped), pairs)
+
+
+def write_beside(out_dir: str | os.PathLike, markdown: str, pairs) -> list[Path]:
+    """``DIR/reproduction.md`` (``markdown``) and ``DIR/reproduction.jsonl`` (each pair's ``to_dict``, a line
+    each), each replaced whole: a reader never sees half a report."""
     out_dir = Path(out_dir)
-    return replace_files({out_dir / REPORT_FILE: report_markdown(pairs, str(out_dir), command, skipped),
-                          out_dir / PAIRS_FILE: pairs_jsonl(pairs)})
-
-
-def pairs_jsonl(pairs) -> str:
-    """One pair (anything with ``to_dict``) a line."""
-    return "".join(json.dumps(p.to_dict(), allow_nan=False) + "\n" for p in pairs)
-
-
-def replace_files(files: dict[Path, str]) -> list[Path]:
-    """Write each text to its path, replacing the file whole: a reader never sees half a report."""
+    files = {out_dir / REPORT_FILE: markdown,
+             out_dir / PAIRS_FILE: "".join(json.dumps(p.to_dict(), allow_nan=False) + "\n" for p in pairs)}
     for path, text in files.items():
         scratch = path.with_name(path.name + ".tmp")
         scratch.write_text(text, encoding="utf-8")
