@@ -13,7 +13,8 @@ from sweep_support import tiny_units
 from tests_support import TEST_SUBSET
 
 ROOT = Path(__file__).resolve().parent.parent
-PUBLISHED_FILES = (RUNS_FILE, "reproduction.jsonl", "atlas.jsonl", "keras_cells.jsonl")  # reproduction: its re-runs
+# The files that hold records: a sweep's runs, the reproduction re-runs, the atlas and versions probes.
+PUBLISHED_FILES = (RUNS_FILE, "reproduction.jsonl", "probe_reproduction.jsonl", "atlas.jsonl", "keras_cells.jsonl")
 
 
 def published_records(root: Path) -> list[tuple[str, dict]]:

@@ -13,6 +13,7 @@ from common.results import RUNS_FILE, append_record, read_records, record_key
 from common.spec import Spec
 from experiments import run
 from experiments.harness import cli, sweep
+from experiments.atlas import train_child
 from experiments.harness.report import classify
 from experiments.reproduce import command as reproduce
 from experiments.reproduce.report import PAIRS_FILE, REPORT_FILE, Pair
@@ -158,3 +159,46 @@ def test_bad_input_exits_2(published, tmp_path):
     assert done.returncode == 2 and "none of its 1 finished records is left to re-run" in done.stderr
     assert reproduce_dir(tmp_path, "--sample", "0").returncode == 2
     assert not (tmp_path / REPORT_FILE).exists()
+
+
+ATLAS_CELL = "keras/jax | keras.losses.categorical_crossentropy | softmax | from_logits=True | eager"
+
+
+def atlas_record(published, **spec):
+    """``published`` dressed as a run of the atlas' quick training stage (a Keras-on-JAX cell, unit inputs)."""
+    cell = Spec(epochs=1, train_size=6000, test_size=2000, input_scale="unit", loop_exec="compiled",
+                loss_cell=ATLAS_CELL).replace(**spec)
+    return {**published, "backend": "keras", "engine": "jax", "variant": "loop_logits", "mode": "loop",
+            "loop_exec": "compiled", "input_scale": cell.input_scale, "spec": cell.to_dict(), "spec_hash": cell.hash()}
+
+
+def test_an_atlas_cell_is_re_run_by_the_atlas_training_child(published):
+    """The unit trains exactly the record's run (its key) with the training child's own arguments."""
+    record = atlas_record(published)
+    args, why_not = reproduce.rerun_args(record, TEST_SUBSET)
+    assert why_not is None, why_not
+    unit = reproduce.unit_of(record, args)
+    assert unit.module == "experiments.atlas.train_child" and (unit.backend, unit.engine) == ("keras", "jax")
+    assert unit.keys() == [record_key(record)]
+    parsed = train_child.build_parser().parse_args([*args, "--out", "unused"])
+    assert (parsed.group, parsed.cell, parsed.input_scale, parsed.seed, parsed.train_size) == (
+        "keras/jax", [ATLAS_CELL], "unit", 777, 6000)
+    args, why_not = reproduce.rerun_args(atlas_record(published, drop_rate=0.5), TEST_SUBSET)
+    assert args is None and why_not == "the atlas' training stage has no flags for its spec's drop_rate"
+
+
+def test_an_atlas_directory_re_runs_its_training_records_and_its_probe_on_request(tmp_path, monkeypatch):
+    """With runs.jsonl beside atlas.jsonl the records are re-run; --probe re-runs the probe instead."""
+    (tmp_path / "atlas.jsonl").write_text("{}\n")
+    (tmp_path / RUNS_FILE).write_text("")
+    monkeypatch.setattr(reproduce, "reproduce_atlas", lambda args, argv: sys.exit(7))
+    with pytest.raises(SystemExit) as exit_info:
+        reproduce.main([str(tmp_path), "--data", str(TEST_SUBSET)])
+    assert exit_info.value.code == 2  # the (empty) training records, not the probe
+    with pytest.raises(SystemExit) as exit_info:
+        reproduce.main([str(tmp_path), "--probe", "--data", str(TEST_SUBSET)])
+    assert exit_info.value.code == 7
+    (tmp_path / "atlas.jsonl").unlink()
+    with pytest.raises(SystemExit) as exit_info:
+        reproduce.main([str(tmp_path), "--probe"])
+    assert exit_info.value.code == 2

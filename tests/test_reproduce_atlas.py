@@ -8,7 +8,6 @@ import pytest
 
 from experiments.reproduce import atlas
 from experiments.reproduce import command as reproduce
-from experiments.reproduce.report import PAIRS_FILE, REPORT_FILE
 from tests_support import TEST_SUBSET
 
 MACHINE = {"git_commit": "a" * 40, "machine_class": "x86_64-intel-6.207-avx512"}
@@ -41,8 +40,8 @@ def test_pairs_follow_the_records_and_need_the_same_inputs():
 
 @pytest.mark.parametrize("changed, status", [(False, 0), (True, 1)])
 def test_the_command_reports_an_atlas_directory(tmp_path, monkeypatch, capsys, changed, status):
-    """DIR with atlas.jsonl and no runs.jsonl: the probe is re-run (here: a stand-in), reproduction.md and
-    reproduction.jsonl are written beside the records, and a changed loss path exits 1."""
+    """DIR with atlas.jsonl and no runs.jsonl: the probe is re-run (here: a stand-in), probe_reproduction.md and
+    probe_reproduction.jsonl are written beside the records, and a changed loss path exits 1."""
     records = [probe_record("a"), probe_record("b")]
     (tmp_path / atlas.ATLAS_FILE).write_text("".join(json.dumps(r) + "\n" for r in records))
     reruns = [records[0], {**records[1], "loss_path": "clipped"} if changed else records[1]]
@@ -50,8 +49,9 @@ def test_the_command_reports_an_atlas_directory(tmp_path, monkeypatch, capsys, c
     with pytest.raises(SystemExit) as exit_info:
         reproduce.main([str(tmp_path), "--data", str(TEST_SUBSET)])
     assert exit_info.value.code == status
-    report = (tmp_path / REPORT_FILE).read_text()
-    verdicts = [json.loads(line)["verdict"] for line in (tmp_path / PAIRS_FILE).read_text().splitlines()]
+    report_file, pairs_file = atlas.PROBE_FILES
+    report = (tmp_path / report_file).read_text()
+    verdicts = [json.loads(line)["verdict"] for line in (tmp_path / pairs_file).read_text().splitlines()]
     assert verdicts == ["identical", "different_path" if changed else "identical"]
     assert ("| b | raw | different_path | double_softmax → clipped |" in report) == changed
     assert "2 probe records re-run" in capsys.readouterr().out

@@ -176,6 +176,37 @@ def child_args(job: Job, base: Spec, device: str, data: Path, cells: list[str]) 
     return args
 
 
+# --- re-running one record (``experiments.reproduce``) ------------------------------------------------------------
+
+def replay(record: dict[str, Any]) -> tuple[Spec, str, PlannedRun]:
+    """(the stage's base spec, the cell's group, the run as a ``train_child`` plans it) of a training record."""
+    spec = Spec.from_dict(record["spec"])
+    cell = spec.loss_cell
+    base = Spec(epochs=spec.epochs, train_size=spec.train_size, test_size=spec.test_size)
+    [planned] = plan(base, [(cell, cell.rsplit(" | ", 1)[1])], spec.input_scale, spec.seed)
+    return base, cell.split(" | ", 1)[0], planned
+
+
+def rerun_args(record: dict[str, Any], data: Path) -> tuple[list[str] | None, str | None]:
+    """(the ``train_child`` arguments that train ``record``'s run again, None), or (None, why not)."""
+    base, group, planned = replay(record)
+    if group not in TRAINED_BY:
+        return None, f"its cell's group {group!r} is not an atlas group of this version"
+    spec = Spec.from_dict(record["spec"])
+    if planned.spec != spec:
+        differing = sorted(k for k, v in spec.to_dict().items() if planned.spec.to_dict()[k] != v)
+        return None, f"the atlas' training stage has no flags for its spec's {', '.join(differing)}"
+    job = Job(group, spec.input_scale, spec.seed, ())
+    return child_args(job, base, record["device"], data, [spec.loss_cell]), None
+
+
+def rerun_unit(record: dict[str, Any], args: list[str]) -> Unit:
+    """The sweep unit of one ``train_child`` process (``args``, from ``rerun_args``) that trains ``record``'s run."""
+    _, group, planned = replay(record)
+    backend, engine = TRAINED_BY[group]
+    return Unit(backend, engine, planned.spec.seed, record["device"], tuple(args), (planned,), CHILD_MODULE)
+
+
 def given_loss(cells: dict[str, Cell], index_targets: Callable[[Any], Any]) -> Callable[[Spec], GivenLoss]:
     """The loss builder ``experiments.harness.runner.run_sweep`` takes: the spec's ``loss_cell`` -> the cell's
     ``loss(targets, head(logits))`` as a ``GivenLoss`` of one-hot rows and logits; integer labels for a call that

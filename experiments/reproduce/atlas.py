@@ -28,6 +28,7 @@ VERDICTS = ("identical", "same_path", "different_path")
 BEHAVIOUR = ("loss_path", "warnings", "error")
 FIGURES = ("loss", "reference_loss", "grad_finite", "grad_zero_share", "grad_signal", "wrong_rows", *BEHAVIOUR)
 PROBE_TIMEOUT_S = 3600
+PROBE_FILES = ("probe_reproduction.md", "probe_reproduction.jsonl")  # the probe's report, beside a training one
 SHOWN = 40  # rows of the report's table of cells that did not come back identical
 
 
@@ -120,5 +121,6 @@ def report_markdown(pairs: list[ProbePair], source: str, command: str) -> str:
 
 
 def write_report(out_dir: str | os.PathLike, pairs: list[ProbePair], command: str) -> list[Path]:
-    """``DIR/reproduction.md`` and ``DIR/reproduction.jsonl`` (one pair a line), each replaced whole."""
-    return write_beside(out_dir, report_markdown(pairs, str(out_dir), command), pairs)
+    """``DIR/probe_reproduction.md`` and ``DIR/probe_reproduction.jsonl`` (one pair a line), each replaced whole:
+    beside them, ``reproduction.md`` is the training records' (``experiments.reproduce DIR`` on runs.jsonl)."""
+    return write_beside(out_dir, report_markdown(pairs, str(out_dir), command), pairs, PROBE_FILES)

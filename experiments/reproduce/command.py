@@ -11,10 +11,11 @@ the same file, on any machine). Each is re-run in its own ``experiments.run`` pr
 (``experiments.harness.sweep``: the command ``experiments.compare`` builds, a unit per run, the local executor,
 as many threads as the record's run had) into a scratch directory; each re-run is set beside its record
 (``experiments.reproduce.report``: identical, same outcome, different outcome, with both machine classes), and
-DIR gets reproduction.md and reproduction.jsonl. A directory of the atlas' probe stage (DIR/atlas.jsonl, no
-runs.jsonl) has its probe re-run whole and compared cell by cell (``experiments.reproduce.atlas``; the record
-filters do not apply to it). Exit status: 0 when every outcome (an atlas cell's loss path) held, 1 when any
-changed, 2 on bad input.
+DIR gets reproduction.md and reproduction.jsonl. The atlas' trained cells are re-run by its training child
+(``experiments.atlas.train_child``). An atlas directory with ``--probe``, or one of the probe stage alone
+(DIR/atlas.jsonl, no runs.jsonl), has its probe re-run whole and compared cell by cell
+(``experiments.reproduce.atlas``: probe_reproduction.md and .jsonl; the record filters do not apply to it).
+Exit status: 0 when every outcome (an atlas cell's loss path) held, 1 when any changed, 2 on bad input.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from common.spec import Spec, SpecError
 from common.variants import VARIANTS
 from experiments import run
 from experiments.atlas import report as atlas_report
+from experiments.atlas import training
 from experiments.compare import command as compare
 from experiments.harness import cli, sweep
 from experiments.harness.published import check_publishable
@@ -58,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"only records no larger than experiments.compare --quick ({compare.QUICK['epochs']} "
                              f"epoch, {compare.QUICK['train_size']} training and {compare.QUICK['test_size']} test "
                              "images)")
+    parser.add_argument("--probe", action="store_true",
+                        help="an atlas directory: re-run its probe stage (DIR/atlas.jsonl) rather than its training "
+                             "records (the default where DIR also has runs.jsonl)")
     parser.add_argument("--data", metavar="PATH",
                         help="the MNIST .npz the records trained on (default: $MNIST_PATH, caches, download)")
     return parser
@@ -66,8 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
-    runs = Path(args.dir) / RUNS_FILE
-    if not runs.is_file() and (Path(args.dir) / atlas.ATLAS_FILE).is_file():
+    runs, probed = Path(args.dir) / RUNS_FILE, (Path(args.dir) / atlas.ATLAS_FILE).is_file()
+    if args.probe and not probed:
+        parser.error(f"--probe: {Path(args.dir) / atlas.ATLAS_FILE} does not exist; it re-runs an atlas "
+                     "directory's probe stage")
+    if probed and (args.probe or not runs.is_file()):
         reproduce_atlas(args, argv)
     if not runs.is_file():
         cli.fail(PROG, f"no results file at {runs}; give a directory holding the runs.jsonl of a sweep (or the "
@@ -148,6 +156,8 @@ def rerun_args(record: dict[str, Any], data: Path) -> tuple[list[str] | None, st
         return None, f"its spec is not this version's ({exc})"
     if spec.tf_version is not None:  # a cell of the versions study: its own command makes it, in its release
         return versions.rerun_args(record, data)
+    if spec.loss_cell is not None:  # an atlas cell trained: the atlas' training child makes it
+        return training.rerun_args(record, data)
     flags = argparse.Namespace(
         variants=record["variant"], epochs=spec.epochs, prob_loss=spec.prob_loss, softmax=spec.softmax,
         input_scale=spec.input_scale, data_order=spec.data_order, device=record["device"], loop_exec=spec.loop_exec,
@@ -261,7 +271,10 @@ def rerun_versions(records: list[dict[str, Any]], arguments: dict[tuple, list[st
 
 
 def unit_of(record: dict[str, Any], args: list[str]) -> sweep.Unit:
-    """The sweep unit that runs exactly ``record``'s run: one process of ``experiments.run ARGS``."""
+    """The sweep unit that runs exactly ``record``'s run: one process of ``experiments.run ARGS`` (of the atlas'
+    training child for an atlas cell)."""
+    if record["spec"].get("loss_cell") is not None:
+        return training.rerun_unit(record, args)
     planned = PlannedRun(Spec.from_dict(record["spec"]), VARIANTS[record["variant"]])
     [unit] = sweep.make_units({(record["backend"], record["engine"]): [planned]}, record["device"],
                               lambda backend, engine, seed: args)

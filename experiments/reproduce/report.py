@@ -155,12 +155,13 @@ def write_report(out_dir: str | os.PathLike, pairs: list[Pair], command: str, sk
     return write_beside(out_dir, report_markdown(pairs, str(out_dir), command, skipped), pairs)
 
 
-def write_beside(out_dir: str | os.PathLike, markdown: str, pairs) -> list[Path]:
+def write_beside(out_dir: str | os.PathLike, markdown: str, pairs,
+                 names: tuple[str, str] = (REPORT_FILE, PAIRS_FILE)) -> list[Path]:
     """``DIR/reproduction.md`` (``markdown``) and ``DIR/reproduction.jsonl`` (each pair's ``to_dict``, a line
-    each), each replaced whole: a reader never sees half a report."""
+    each), or the two ``names``, each replaced whole: a reader never sees half a report."""
     out_dir = Path(out_dir)
-    files = {out_dir / REPORT_FILE: markdown,
-             out_dir / PAIRS_FILE: "".join(json.dumps(p.to_dict(), allow_nan=False) + "\n" for p in pairs)}
+    files = {out_dir / names[0]: markdown,
+             out_dir / names[1]: "".join(json.dumps(p.to_dict(), allow_nan=False) + "\n" for p in pairs)}
     for path, text in files.items():
         scratch = path.with_name(path.name + ".tmp")
         scratch.write_text(text, encoding="utf-8")
