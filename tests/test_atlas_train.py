@@ -24,7 +24,7 @@ from common.results import read_records
 from common.spec import Spec
 from common.variants import VARIANTS
 from common.weights import initial_weights
-from experiments.atlas import keras_cells, paths, probe, train_child, training
+from experiments.atlas import keras_cells, paths, probe, report, train_child, training
 from experiments.harness.report import classify
 from experiments.harness.runner import run_sweep
 
@@ -149,6 +149,19 @@ def test_the_full_stage_takes_the_cells_that_learned_something_on_raw_pixels_and
     selection = training.full_selection(probed, quick)
     assert [c.cell for c in selection["raw"]] == ["exact", "twice", "late"]
     assert [c.cell for c in selection["unit"]] == ["exact", "twice"]  # the double softmax and its baseline
+
+
+def test_the_full_table_sets_each_run_beside_the_first_logits_cell_of_its_group():
+    """The baseline is the first categorical logits cell in atlas order (as the full stage picks it); a second
+    logits cell is measured against it, and the baseline itself says so."""
+    probed = [probe_record(cell, path) for cell, path in
+              (("first", "logits"), ("second", "logits"), ("twice", "double_softmax"))]
+    full = [{**run_record(cell, "raw", 777, "ok", accuracy), "spec": training.cell_spec(
+        Spec(), cell, "eager", "raw", 777).to_dict(), "epoch_costs": [0.1]}
+        for cell, accuracy in (("first", 0.97), ("second", 0.96), ("twice", 0.90))]
+    rows = report.full_markdown(probed, report.Trained({}, full)).splitlines()[2:]
+    assert [row.split(" | ")[-2:] for row in rows] == [
+        ["0.97", "(the baseline) |"], ["0.97", "+0.0100 |"], ["0.97", "+0.0700 |"]]
 
 
 def test_the_quick_records_are_the_largest_shorter_than_full_family():

@@ -436,7 +436,8 @@ def atlas_markdown(records: list[dict[str, Any]], out_dir: Path, trained: Traine
         "of the exact loss' gradient; ∇×s: s times it) and the loss on `raw`; `exact loss` is the call's own "
         "formula on the logits in float64. `out` is the head's output, `y` one-hot targets, `t` labels.",
         "",
-        "Versions: " + ", ".join(f"{name} {version}" for name, version in sorted(versions.items())) + ".",
+        "Versions: " + ", ".join(f"{name} {version}" for name, version in sorted(versions.items())) + ". "
+        + provenance(records, trained),
         "",
         "![the grids](atlas.png)",
     ]
@@ -447,13 +448,26 @@ def atlas_markdown(records: list[dict[str, Any]], out_dir: Path, trained: Traine
         if any(r["framework"] == framework for r in records):
             sections += ["", f"## {title}", "", grid_markdown(records, framework, trained)]
     if trained and trained.full:
-        sections += ["", "## The full stage", "", "Each run beside its group's logits cell (a categorical cell whose "
-                     "path is `logits`, same execution, input, seed and spec) where that ran too.", "",
+        sections += ["", "## The full stage", "", "Each run beside its group's logits cell (the first categorical "
+                     "cell whose path is `logits`, same execution, input, seed and spec) where that ran too. One "
+                     "seed per cell: a gap is one pair of runs, not an estimate with an interval (the quick stage's "
+                     "three seeds show how far seeds spread).", "",
                      full_markdown(records, trained)]
     sections += ["", "## Every record", "", "<details><summary>one line per cell and input</summary>", "",
                  records_markdown(records), "", "</details>", ""]
     return "\n".join(sections)
 
+
+
+def provenance(records: list[dict[str, Any]], trained: Trained | None) -> str:
+    """Where the figures were made: the machine classes and commits the probe's (and training's) records name."""
+    runs = [r for by_input in trained.quick.values() for group in by_input.values() for r in group] + trained.full \
+        if trained else []
+    made = [r["env"] for r in records + runs]
+    classes = sorted({env.get("machine_class") or "unrecorded" for env in made})
+    commits = sorted({(env.get("git_commit") or "unrecorded")[:7] for env in made})
+    return (f"Made on machine class {', '.join(f'`{c}`' for c in classes)} (`env.machine_class`), at commit "
+            f"{', '.join(f'`{c}`' for c in commits)}.")
 
 
 # --- training and headline --------------------------------------------------------------------------------------
@@ -485,12 +499,15 @@ def full_markdown(records: list[dict[str, Any]], trained: Trained) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for run in runs:
         cell = probed[run["spec"]["loss_cell"]]
-        baseline = next((b for b in runs if b is not run and b["input_scale"] == run["input_scale"]
+        # The first such cell in atlas order, as the full stage picks it (``training.full_selection``).
+        baseline = next((b for b in runs if b["input_scale"] == run["input_scale"]
                          and b["seed"] == run["seed"] and training.family(b) == training.family(run)
                          and _is_baseline_of(probed[b["spec"]["loss_cell"]], cell)), None)
         accuracy = run["test_accuracy"]
         behind = "—"
-        if baseline is not None and accuracy is not None and baseline["test_accuracy"] is not None:
+        if baseline is run:
+            behind = "(the baseline)"
+        elif baseline is not None and accuracy is not None and baseline["test_accuracy"] is not None:
             behind = f"{baseline['test_accuracy'] - accuracy:+.4f}"
         costs = run["epoch_costs"] or [None]
         lines.append(f"| {table_text(cell['cell'])} | {spec_text(run['spec'])} | {run['input_scale']} | "
