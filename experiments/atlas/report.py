@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from common import stats
 from common.results import RUNS_FILE, read_records, record_key
 from experiments.atlas import inputs, paths, training
 from experiments.harness.report import OUTCOMES, classify
@@ -443,7 +444,7 @@ def atlas_markdown(records: list[dict[str, Any]], out_dir: Path, trained: Traine
     ]
     if trained:
         sections += ["", "## Training", "", training_description(trained), "",
-                     training_overview(records, trained)]
+                     training_overview(records, trained), "", *training_findings(records, trained)]
     for framework, title in FRAMEWORK_TITLES.items():
         if any(r["framework"] == framework for r in records):
             sections += ["", f"## {title}", "", grid_markdown(records, framework, trained)]
@@ -532,6 +533,55 @@ PATH_KINDS = {
 }
 
 
+EXACT = PATH_KINDS["exact (logits, recovered logits)"]
+
+
+def every_seed(trained: Trained, cell: str, name: str) -> str | None:
+    """``all``, ``some`` or ``none``: of the cell's quick runs on input ``name``, how many train; None: no runs."""
+    runs = trained.quick.get(cell, {}).get(name)
+    if not runs:
+        return None
+    trains = sum(classify(r) == "trains" for r in runs)
+    return "all" if trains == len(runs) else "some" if trains else "none"
+
+
+def training_findings(records: list[dict[str, Any]], trained: Trained) -> list[str]:
+    """Two measured sentences of the quick stage: on raw pixels, which kinds of path train; on unit pixels, how far
+    a softmax applied twice trails its group's logits cell (seed-paired test accuracy, ``common.stats``)."""
+    cells = {r["cell"]: r for r in records if r["input"] == SATURATED}
+    raw = {cell: every_seed(trained, cell, SATURATED) for cell in cells}
+    exact = [c for c, r in cells.items() if r["loss_path"] in EXACT and raw[c]]
+    other = [c for c, r in cells.items() if r["loss_path"] not in EXACT and raw[c]]
+    trains_anyway = sorted({f"`{cells[c]['api']}` on {cells[c]['head']} ({cells[c]['loss_path']})"
+                            for c in other if raw[c] == "all"})
+    lines = [f"- Raw pixels: {sum(raw[c] == 'all' for c in exact)} of the {len(exact)} trained cells with an exact "
+             f"path train in every seed; of the {len(other)} others, {sum(raw[c] == 'all' for c in other)} train in "
+             f"every seed ({'; '.join(trains_anyway) or 'none'}), {sum(raw[c] == 'some' for c in other)} in some, "
+             f"{sum(raw[c] == 'none' for c in other)} in none."]
+    twice, baselines = [], []
+    for cell in cells.values():
+        if cell["loss_path"] != "double_softmax":
+            continue
+        base = next((b for b in cells.values() if _is_baseline_of(b, cell)), None)
+        mine = trained.quick.get(cell["cell"], {}).get(MODERATE, [])
+        theirs = {r["seed"]: r for r in trained.quick.get(base["cell"], {}).get(MODERATE, [])} if base else {}
+        for run in mine:
+            paired = theirs.get(run["seed"])
+            if paired and run["test_accuracy"] is not None and paired["test_accuracy"] is not None:
+                twice.append(run["test_accuracy"])
+                baselines.append(paired["test_accuracy"])
+    gap = stats.paired_difference(baselines, twice)
+    if gap is not None and gap.ci95 is not None:
+        count = sum(every_seed(trained, c["cell"], MODERATE) == "all" for c in cells.values()
+                    if c["loss_path"] == "double_softmax")
+        total = sum(c["loss_path"] == "double_softmax" for c in cells.values())
+        lines.append(f"- Unit pixels: {count} of the {total} softmax-applied-twice cells train in every seed, "
+                     f"{gap.estimate:.3f} behind their group's logits cell in test accuracy (paired t 95% CI "
+                     f"[{gap.ci95[0]:.3f}, {gap.ci95[1]:.3f}] over {gap.n_a} cell-and-seed pairs; "
+                     f"{stats.summarize(twice).mean:.3f} against {stats.summarize(baselines).mean:.3f}).")
+    return lines
+
+
 def headline_markdown(records: list[dict[str, Any]], trained: Trained | None = None) -> str:
     """The README-facing summary: cells per framework by kind of path (and how many train), then the Keras rows
     whose engines disagree, those whose training outcome differs most first."""
@@ -555,6 +605,8 @@ def headline_markdown(records: list[dict[str, Any]], trained: Trained | None = N
                 outcomes = [trained.outcome(c["cell"], name) for c in mine]
                 row.append(f"{outcomes.count('trains')} of {sum(o is not None for o in outcomes)}")
         lines.append("| " + " | ".join(row) + " |")
+    if trained:
+        lines += ["", *training_findings(records, trained)]
     lines += ["", "## Where one Keras call differs by engine", ""] + surprises(records, trained) + [""]
     return "\n".join(lines)
 
