@@ -183,6 +183,7 @@ def test_an_atlas_cell_is_re_run_by_the_atlas_training_child(published):
     parsed = train_child.build_parser().parse_args([*args, "--out", "unused"])
     assert (parsed.group, parsed.cell, parsed.input_scale, parsed.seed, parsed.train_size) == (
         "keras/jax", [ATLAS_CELL], "unit", 777, 6000)
+    assert Pair(record, record).label.endswith(" " + ATLAS_CELL.replace("|", "\\|"))  # a table cell names the call
     args, why_not = reproduce.rerun_args(atlas_record(published, drop_rate=0.5), TEST_SUBSET)
     assert args is None and why_not == "the atlas' training stage has no flags for its spec's drop_rate"
 

@@ -69,7 +69,9 @@ class Pair:
     @property
     def label(self) -> str:
         release = self.original["spec"].get("tf_version")  # a cell of the versions study names its release
-        return f"{row_label(self.original)}{f' · TF {release}' if release else ''} {self.original['variant']}"
+        cell = self.original["spec"].get("loss_cell")  # an atlas run names its cross-entropy call
+        what = cell.replace("|", "\\|") if cell else self.original["variant"]
+        return f"{row_label(self.original)}{f' · TF {release}' if release else ''} {what}"
 
     def to_dict(self) -> dict[str, Any]:
         """One line of ``reproduction.jsonl``: the run's key, the verdict and its figures, the re-run record."""
