@@ -140,7 +140,8 @@ def report_markdown(pairs: list[Pair], source: str, command: str, skipped: list[
     rows = sorted({backend_label(p.original["backend"], p.original["engine"]) for p in pairs})
     parts = [f"# Reproduction of `{source}`", "",
              f"`{command}`: each record below re-run in its own `experiments.run` process (a cell of the versions "
-             "study: by `experiments.versions`, in its release's environment) from its recorded spec, "
+             "study: by `experiments.versions`, in its release's environment; an atlas cell: by "
+             "`experiments.atlas.train_child`) from its recorded spec, "
              f"backend, variant and seed (rows: {', '.join(rows)}), and compared with what the record says. "
              "identical: every figure (epoch costs, test loss, test accuracy, predicted-class shares) equal to the "
              "last bit; same_outcome: the same trains / stuck / diverged outcome with other figures (Δ: absolute "
