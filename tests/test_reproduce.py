@@ -12,8 +12,8 @@ import pytest
 from common.results import RUNS_FILE, append_record, read_records, record_key
 from common.spec import Spec
 from experiments import run
-from experiments.harness import cli, sweep
 from experiments.atlas import train_child
+from experiments.harness import cli, sweep
 from experiments.harness.report import classify
 from experiments.reproduce import command as reproduce
 from experiments.reproduce.report import PAIRS_FILE, REPORT_FILE, Pair

@@ -321,6 +321,11 @@ class Trained:
         in_quick = {record_key(r) for r in quick_runs}
         return cls(quick, [r for r in records if record_key(r) not in in_quick])
 
+    @property
+    def quick_runs(self) -> list[dict[str, Any]]:
+        """Every quick-stage record, cell by cell."""
+        return [r for by_input in self.quick.values() for runs in by_input.values() for r in runs]
+
     def text(self, probe_record: dict[str, Any]) -> str:
         """``raw ✓ 0.912 · unit ⚠ 0.101``; why a cell did not train."""
         runs = self.quick.get(probe_record["cell"])
@@ -462,9 +467,7 @@ def atlas_markdown(records: list[dict[str, Any]], out_dir: Path, trained: Traine
 
 def provenance(records: list[dict[str, Any]], trained: Trained | None) -> str:
     """Where the figures were made: the machine classes and commits the probe's (and training's) records name."""
-    runs = [r for by_input in trained.quick.values() for group in by_input.values() for r in group] + trained.full \
-        if trained else []
-    made = [r["env"] for r in records + runs]
+    made = [r["env"] for r in records + (trained.quick_runs + trained.full if trained else [])]
     classes = sorted({env.get("machine_class") or "unrecorded" for env in made})
     commits = sorted({(env.get("git_commit") or "unrecorded")[:7] for env in made})
     return (f"Made on machine class {', '.join(f'`{c}`' for c in classes)} (`env.machine_class`), at commit "
@@ -479,7 +482,7 @@ def spec_text(spec: dict[str, Any]) -> str:
 
 
 def training_description(trained: Trained) -> str:
-    runs = [r for by_input in trained.quick.values() for group in by_input.values() for r in group]
+    runs = trained.quick_runs
     seeds = sorted({r["seed"] for r in runs})
     return (f"The post's MLP trained with each cell (`experiments/atlas/training.py`): {spec_text(runs[0]['spec'])}, "
             f"seeds {', '.join(map(str, seeds))}, {len(runs)} runs. A grid cell's second line is its outcome per "
