@@ -181,6 +181,27 @@ def test_the_training_findings_count_paths_by_outcome_and_pair_the_double_softma
                            "their group's logits cell in test accuracy (paired t 95% CI [-0.385, 0.885] over 2 ")
 
 
+def test_the_full_findings_name_what_stopped_training_and_pair_each_double_softmax_with_its_baseline():
+    probed = [{**probe_record(cell, path), "api": cell, "head": "softmax", "from_logits": None} for cell, path in
+              (("exact", "logits"), ("clip", "clipped"), ("twice", "double_softmax"), ("again", "double_softmax"))]
+    quick = {"exact": {"raw": [run_record("exact", "raw", 777, "ok", 0.9)]},
+             "clip": {"raw": [run_record("clip", "raw", 777, "ok", 0.5)]},  # trains for one epoch: picked
+             "twice": {"raw": [run_record("twice", "raw", 777, "ok", 0.1)]},  # stuck: raw not picked
+             "again": {"raw": [run_record("again", "raw", 777, "ok", 0.1)]}}
+    full = [{**run_record(cell, input_scale, 777, "ok", accuracy),
+             "spec": training.cell_spec(Spec(), cell, "eager", input_scale, 777).to_dict()}
+            for cell, input_scale, accuracy in (("exact", "raw", 0.97), ("clip", "raw", 0.1), ("exact", "unit", 0.98),
+                                                ("twice", "unit", 0.90), ("again", "unit", 0.88))]
+    heading, raw, unit = report.full_findings(probed, report.Trained(quick, full))
+    # planned: exact and clip on raw pixels; both double softmax cells and their baseline on unit pixels
+    assert heading.endswith("seed 777, one run per cell, 5 of the 5 planned runs):")
+    assert raw == ("  - raw pixels: 1 of the 2 cells run train (test accuracy 0.970-0.970); the others: "
+                   "PyTorch `clip` on softmax, eager: stuck 0.1.")
+    # gaps 0.98 - 0.90 and 0.98 - 0.88: mean 0.09, t (1 df) 0.09 +- 12.706 * 0.01414 / 1.414
+    assert unit.startswith("  - unit pixels: 2 of the 2 softmax-applied-twice cells run beside their logits cell "
+                           "train, ending 0.090 behind it in test accuracy (t 95% CI [-0.037, 0.217] over the 2 ")
+
+
 def test_the_quick_records_are_the_largest_shorter_than_full_family():
     tiny = training.cell_spec(Spec(epochs=1, train_size=600, test_size=200), "a", "eager", "raw", 777)
     records = [run_record("a", "raw", 777, "ok", 0.5), run_record("b", "raw", 777, "ok", 0.5),

@@ -449,7 +449,8 @@ def atlas_markdown(records: list[dict[str, Any]], out_dir: Path, trained: Traine
     ]
     if trained:
         sections += ["", "## Training", "", training_description(trained), "",
-                     training_overview(records, trained), "", *training_findings(records, trained)]
+                     training_overview(records, trained), "", *training_findings(records, trained),
+                     *full_findings(records, trained)]
     for framework, title in FRAMEWORK_TITLES.items():
         if any(r["framework"] == framework for r in records):
             sections += ["", f"## {title}", "", grid_markdown(records, framework, trained)]
@@ -492,21 +493,24 @@ def training_description(trained: Trained) -> str:
             "`cannot train`: the call raises.")
 
 
-def full_markdown(records: list[dict[str, Any]], trained: Trained) -> str:
-    """The full spec's runs in atlas order, each beside its group's logits cell on the same input and execution."""
+def full_runs(records: list[dict[str, Any]], trained: Trained) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """The probe's cells by id, and the non-quick runs of those cells by input, atlas order and seed."""
     probed = {r["cell"]: r for r in records if r["input"] == SATURATED}
     order = {cell: i for i, cell in enumerate(probed)}
     runs = sorted((r for r in trained.full if r["spec"]["loss_cell"] in probed),
                   key=lambda r: (r["input_scale"], order[r["spec"]["loss_cell"]], r["seed"]))
+    return probed, runs
+
+
+def full_markdown(records: list[dict[str, Any]], trained: Trained) -> str:
+    """The full spec's runs in atlas order, each beside its group's logits cell on the same input and execution."""
+    probed, runs = full_runs(records, trained)
     header = ["cell", "spec", "input", "seed", "path", "outcome", "test accuracy", "last cost", "logits baseline",
               "behind it"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for run in runs:
         cell = probed[run["spec"]["loss_cell"]]
-        # The first such cell in atlas order, as the full stage picks it (``training.full_selection``).
-        baseline = next((b for b in runs if b["input_scale"] == run["input_scale"]
-                         and b["seed"] == run["seed"] and training.family(b) == training.family(run)
-                         and _is_baseline_of(probed[b["spec"]["loss_cell"]], cell)), None)
+        baseline = baseline_run(run, runs, probed)
         accuracy = run["test_accuracy"]
         behind = "—"
         if baseline is run:
@@ -519,6 +523,16 @@ def full_markdown(records: list[dict[str, Any]], trained: Trained) -> str:
                      f"{classify(run)} | {fmt(accuracy)} | {fmt(costs[-1])} | "
                      f"{fmt(baseline['test_accuracy']) if baseline else '—'} | {behind} |")
     return "\n".join(lines)
+
+
+def baseline_run(run: dict[str, Any], runs: list[dict[str, Any]], probed: dict[str, dict[str, Any]]
+                 ) -> dict[str, Any] | None:
+    """The run of ``run``'s logits baseline among ``runs`` (same input, seed and spec family): the first such cell
+    in atlas order when ``runs`` are, as the full stage picks it (``training.full_selection``)."""
+    cell = probed[run["spec"]["loss_cell"]]
+    return next((b for b in runs if b["input_scale"] == run["input_scale"] and b["seed"] == run["seed"]
+                 and training.family(b) == training.family(run)
+                 and _is_baseline_of(probed[b["spec"]["loss_cell"]], cell)), None)
 
 
 def _is_baseline_of(candidate: dict[str, Any], cell: dict[str, Any]) -> bool:
@@ -585,6 +599,52 @@ def training_findings(records: list[dict[str, Any]], trained: Trained) -> list[s
     return lines
 
 
+def full_findings(records: list[dict[str, Any]], trained: Trained) -> list[str]:
+    """Two measured sentences of the full stage: which raw-pixel cells that trained in the quick stage still train,
+    and how far each softmax-applied-twice cell on unit pixels ends behind its group's logits cell."""
+    probed, runs = full_runs(records, trained)
+    runs = [r for r in runs if training.is_full(r)]
+    if not runs:
+        return []
+    selection = training.full_selection(records, trained.quick_runs)
+    planned = sum(map(len, selection.values()))
+    seeds = ", ".join(map(str, sorted({r["seed"] for r in runs})))
+    lines = [f"- Full stage ({spec_text(runs[0]['spec'])}, seed {seeds}, one run per cell, {len(runs)} of the "
+             f"{planned} planned runs):"]
+    raw = [r for r in runs if r["input_scale"] == SATURATED]
+    if raw:
+        trains = [r for r in raw if classify(r) == "trains"]
+        others = [f"{cell_name(probed[r['spec']['loss_cell']])}: {classify(r)} {fmt(r['test_accuracy'])}"
+                  for r in raw if classify(r) != "trains"]
+        span = (f" (test accuracy {min(r['test_accuracy'] for r in trains):.3f}-"
+                f"{max(r['test_accuracy'] for r in trains):.3f})" if trains else "")
+        lines.append(f"  - raw pixels: {len(trains)} of the {len(raw)} cells run train{span}; "
+                     f"the others: {'; '.join(others) or 'none'}.")
+    twice, baselines = [], []
+    for run in runs:
+        if run["input_scale"] == MODERATE and probed[run["spec"]["loss_cell"]]["loss_path"] == "double_softmax":
+            base = baseline_run(run, runs, probed)
+            if base and run["test_accuracy"] is not None and base["test_accuracy"] is not None:
+                twice.append(run)
+                baselines.append(base["test_accuracy"])
+    gap = stats.paired_difference(baselines, [r["test_accuracy"] for r in twice])
+    if gap is not None and gap.ci95 is not None:
+        lines.append(f"  - unit pixels: {sum(classify(r) == 'trains' for r in twice)} of the {len(twice)} "
+                     f"softmax-applied-twice cells run beside their logits cell train, ending {gap.estimate:.3f} "
+                     f"behind it in test accuracy (t 95% CI [{gap.ci95[0]:.3f}, {gap.ci95[1]:.3f}] over the "
+                     f"{gap.n_a} cells: one seed each, and a group's cells share its one baseline run, so the "
+                     "interval is the spread between cells, not between seeds; "
+                     f"{np.mean([r['test_accuracy'] for r in twice]):.3f} against {np.mean(baselines):.3f}).")
+    return lines
+
+
+def cell_name(record: dict[str, Any]) -> str:
+    """``Keras 3 on JAX `keras.losses.X()` on sigmoid (from_logits=True), eager``."""
+    flag = "" if record["from_logits"] is None else f" (from_logits={record['from_logits']})"
+    run = f", {record['exec']}" if record["exec"] else ""
+    return f"{GROUP_LABELS[group_of(record)]} `{record['api']}` on {record['head']}{flag}{run}"
+
+
 def headline_markdown(records: list[dict[str, Any]], trained: Trained | None = None) -> str:
     """The README-facing summary: cells per framework by kind of path (and how many train), then the Keras rows
     whose engines disagree, those whose training outcome differs most first."""
@@ -609,7 +669,7 @@ def headline_markdown(records: list[dict[str, Any]], trained: Trained | None = N
                 row.append(f"{outcomes.count('trains')} of {sum(o is not None for o in outcomes)}")
         lines.append("| " + " | ".join(row) + " |")
     if trained:
-        lines += ["", *training_findings(records, trained)]
+        lines += ["", *training_findings(records, trained), *full_findings(records, trained)]
     lines += ["", "## Where one Keras call differs by engine", ""] + surprises(records, trained) + [""]
     return "\n".join(lines)
 
