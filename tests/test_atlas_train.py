@@ -164,6 +164,24 @@ def test_the_full_table_sets_each_run_beside_the_first_logits_cell_of_its_group(
         ["0.97", "(the baseline) |"], ["0.97", "+0.0100 |"], ["0.97", "+0.0700 |"]]
 
 
+def test_a_gap_across_machine_classes_is_marked_and_the_classes_are_counted():
+    """A run and its baseline made on different machine classes: the gap is marked, the legend and the full
+    findings' heading count the runs of each class (a run re-made elsewhere is not bit-identical)."""
+    probed = [{**probe_record(cell, path), "api": cell, "head": "softmax", "from_logits": None}
+              for cell, path in (("first", "logits"), ("twice", "double_softmax"))]
+    made = {"first": "x86_64-intel-6.207-avx512", "twice": "x86_64-amd-25.1-avx2"}
+    full = [{**run_record(cell, "unit", 777, "ok", accuracy), "env": {"machine_class": made[cell]},
+             "spec": training.cell_spec(Spec(), cell, "eager", "unit", 777).to_dict(), "epoch_costs": [0.1]}
+            for cell, accuracy in (("first", 0.97), ("twice", 0.90))]
+    table = report.full_markdown(probed, report.Trained({}, full)).splitlines()
+    assert [row.split(" | ")[-1] for row in table[2:4]] == ["(the baseline) |", "+0.0700 ‡ |"]
+    assert table[-1].startswith("‡ the run and its baseline were made on different machine classes (1 run; the "
+                                "runs by class: `x86_64-intel-6.207-avx512` (1 run), `x86_64-amd-25.1-avx2` (1 run))")
+    heading = report.full_findings(probed, report.Trained({}, full))[0]
+    assert heading.endswith("2 of the 2 planned runs, made on `x86_64-intel-6.207-avx512` (1 run), "
+                            "`x86_64-amd-25.1-avx2` (1 run)):")
+
+
 def test_the_training_findings_count_paths_by_outcome_and_pair_the_double_softmax_with_its_logits_cell():
     probed = [{**probe_record(cell, path), "api": cell, "head": "softmax"} for cell, path in
               (("exact", "logits"), ("twice", "double_softmax"), ("clip", "clipped"), ("eps", "eps_added"))]

@@ -35,7 +35,7 @@ import numpy as np
 from common import stats
 from common.results import RUNS_FILE, read_records, record_key
 from experiments.atlas import inputs, paths, training
-from experiments.harness.report import OUTCOMES, classify
+from experiments.harness.report import OUTCOMES, classify, machine_class_of
 
 REPORT_FILES = ("atlas.md", "atlas.png", "findings.md", "headline.md")
 ATLAS_FILE = "atlas.jsonl"
@@ -508,6 +508,7 @@ def full_markdown(records: list[dict[str, Any]], trained: Trained) -> str:
     header = ["cell", "spec", "input", "seed", "path", "outcome", "test accuracy", "last cost", "logits baseline",
               "behind it"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    crossed = 0
     for run in runs:
         cell = probed[run["spec"]["loss_cell"]]
         baseline = baseline_run(run, runs, probed)
@@ -517,12 +518,28 @@ def full_markdown(records: list[dict[str, Any]], trained: Trained) -> str:
             behind = "(the baseline)"
         elif baseline is not None and accuracy is not None and baseline["test_accuracy"] is not None:
             behind = f"{baseline['test_accuracy'] - accuracy:+.4f}"
+            if machine_class_of(baseline) != machine_class_of(run):
+                behind, crossed = f"{behind} ‡", crossed + 1
         costs = run["epoch_costs"] or [None]
         lines.append(f"| {table_text(cell['cell'])} | {spec_text(run['spec'])} | {run['input_scale']} | "
                      f"{run['seed']} | {cell['loss_path']} | "
                      f"{classify(run)} | {fmt(accuracy)} | {fmt(costs[-1])} | "
                      f"{fmt(baseline['test_accuracy']) if baseline else '—'} | {behind} |")
+    if crossed:  # the same run on two machine classes can differ by more than rounding (experiments.reproduce)
+        lines += ["", f"‡ the run and its baseline were made on different machine classes ({runs_text(crossed)}; "
+                  f"the runs by class: {made_on(runs)}): such a gap also holds the machines' rounding "
+                  "differences, which `python -m experiments.reproduce` measures run by run."]
     return "\n".join(lines)
+
+
+def made_on(runs: list[dict[str, Any]]) -> str:
+    """The machine classes of ``runs`` with their run counts, most runs first."""
+    counts = Counter(machine_class_of(r) for r in runs).most_common()
+    return ", ".join(f"`{name}` ({runs_text(n)})" for name, n in counts)
+
+
+def runs_text(count: int) -> str:
+    return f"{count} run" if count == 1 else f"{count} runs"
 
 
 def baseline_run(run: dict[str, Any], runs: list[dict[str, Any]], probed: dict[str, dict[str, Any]]
@@ -609,8 +626,9 @@ def full_findings(records: list[dict[str, Any]], trained: Trained) -> list[str]:
     selection = training.full_selection(records, trained.quick_runs)
     planned = sum(map(len, selection.values()))
     seeds = ", ".join(map(str, sorted({r["seed"] for r in runs})))
+    several = len({machine_class_of(r) for r in runs}) > 1
     lines = [f"- Full stage ({spec_text(runs[0]['spec'])}, seed {seeds}, one run per cell, {len(runs)} of the "
-             f"{planned} planned runs):"]
+             f"{planned} planned runs{', made on ' + made_on(runs) if several else ''}):"]
     raw = [r for r in runs if r["input_scale"] == SATURATED]
     if raw:
         trains = [r for r in raw if classify(r) == "trains"]

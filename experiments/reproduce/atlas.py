@@ -22,7 +22,8 @@ from typing import Any
 from experiments.atlas import report as atlas_report
 from experiments.atlas.report import ATLAS_FILE
 from experiments.harness import sweep
-from experiments.reproduce.report import machine_class_of, write_beside
+from experiments.harness.report import machine_class_of
+from experiments.reproduce.report import write_beside
 
 VERDICTS = ("identical", "same_path", "different_path")
 BEHAVIOUR = ("loss_path", "warnings", "error")

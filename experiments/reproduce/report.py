@@ -23,19 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from common.results import backend_label
-from experiments.harness.report import classify, row_label
+from experiments.harness.report import classify, machine_class_of, row_label
 
 VERDICTS = ("identical", "same_outcome", "different_outcome")
 #: The figures that must be equal, bit for bit, for ``identical``.
 FIGURES = ("epoch_costs", "test_loss", "test_accuracy", "test_predicted_shares")
 REPORT_FILE = "reproduction.md"
 PAIRS_FILE = "reproduction.jsonl"
-
-
-def machine_class_of(record: dict[str, Any]) -> str:
-    """The record's machine class; a record from before the key existed says so, with its CPU's model name."""
-    env = record.get("env") or {}
-    return env.get("machine_class") or f"unrecorded ({env.get('cpu', 'unknown CPU')})"
 
 
 @dataclasses.dataclass(frozen=True)
