@@ -44,15 +44,24 @@ def reproduce_dir(directory, *flags):
 
 
 def test_a_rerun_on_this_machine_is_identical(published, tmp_path):
+    """... and it replaces the pairs an earlier re-run made on this machine class, not another class's."""
     append_record(tmp_path / RUNS_FILE, published)
+    elsewhere = {**published, "env": {**published["env"], "machine_class": "x86_64-other-1.1-avx"}}
+    earlier = [Pair(published, elsewhere, "python -m experiments.reproduce D elsewhere"),
+               Pair(published, {**published, "test_accuracy": 0.01}, "an earlier run here")]
+    (tmp_path / PAIRS_FILE).write_text("".join(json.dumps(p.to_dict()) + "\n" for p in earlier))
     done = reproduce_dir(tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
-    [pair] = [json.loads(line) for line in (tmp_path / PAIRS_FILE).read_text().splitlines()]
+    kept, pair = [json.loads(line) for line in (tmp_path / PAIRS_FILE).read_text().splitlines()]
+    assert kept["machine_class"]["rerun"] == "x86_64-other-1.1-avx"
+    assert kept["command"] == "python -m experiments.reproduce D elsewhere"
+    assert pair["command"].startswith("python -m experiments.reproduce " + str(tmp_path))
     assert pair["verdict"] == "identical" and pair["accuracy_difference"] == 0
     assert pair["machine_class"]["record"] == pair["machine_class"]["rerun"] == published["env"]["machine_class"]
     assert pair["rerun"]["env"]["machine"]["settings"]["OMP_NUM_THREADS"] == "1"  # the record's threads
     report = (tmp_path / REPORT_FILE).read_text()
-    assert "1 records re-run: 1 identical" in report and published["env"]["machine_class"] in report
+    assert "2 records re-run: 2 identical" in report and published["env"]["machine_class"] in report
+    assert "re-run on x86_64-other-1.1-avx (another machine class): 1 identical (`python -m experiments." in report
 
 
 def test_an_edited_record_is_a_different_outcome(published, tmp_path):

@@ -53,5 +53,28 @@ def test_the_command_reports_an_atlas_directory(tmp_path, monkeypatch, capsys, c
     report = (tmp_path / report_file).read_text()
     verdicts = [json.loads(line)["verdict"] for line in (tmp_path / pairs_file).read_text().splitlines()]
     assert verdicts == ["identical", "different_path" if changed else "identical"]
-    assert ("| b | raw | different_path | double_softmax → clipped |" in report) == changed
+    assert (f"| b | raw | {MACHINE['machine_class']} | different_path | double_softmax → clipped |" in report) == changed
     assert "2 probe records re-run" in capsys.readouterr().out
+
+
+def test_a_rerun_keeps_the_pairs_another_machine_class_made(tmp_path, monkeypatch):
+    """The pairs file holds an earlier re-run of this class (replaced) and one of another class (kept, with its
+    command); the report counts both classes and names each one's command."""
+    records = [probe_record("a"), probe_record("b")]
+    (tmp_path / atlas.ATLAS_FILE).write_text("".join(json.dumps(r) + "\n" for r in records))
+    elsewhere = {**records[0], "loss": 2.4, "env": {**MACHINE, "machine_class": "x86_64-amd-25.1-avx2"}}
+    earlier = [atlas.ProbePair(records[0], elsewhere, "python -m experiments.reproduce D --probe").to_dict(),
+               atlas.ProbePair(records[1], {**records[1], "loss": 9.0}, "an earlier run here").to_dict()]
+    report_file, pairs_file = atlas.PROBE_FILES
+    (tmp_path / pairs_file).write_text("".join(json.dumps(line) + "\n" for line in earlier))
+    monkeypatch.setattr(atlas, "rerun_probe", lambda data, scratch: records)
+    with pytest.raises(SystemExit):
+        reproduce.main([str(tmp_path), "--data", str(TEST_SUBSET)])
+    lines = [json.loads(line) for line in (tmp_path / pairs_file).read_text().splitlines()]
+    assert [(line["cell"], line["verdict"], line["rerun"]["env"]["machine_class"]) for line in lines] == [
+        ("a", "same_path", "x86_64-amd-25.1-avx2"), ("a", "identical", MACHINE["machine_class"]),
+        ("b", "identical", MACHINE["machine_class"])]
+    report = (tmp_path / report_file).read_text()
+    assert ("re-run on x86_64-amd-25.1-avx2 (another machine class): 1 same_path "
+            "(`python -m experiments.reproduce D --probe`)") in report
+    assert f"re-run on {MACHINE['machine_class']} (the same machine class): 2 identical (`python -m " in report

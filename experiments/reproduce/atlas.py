@@ -9,6 +9,9 @@ should come back bit for bit. Verdicts (``ProbePair.verdict``), from the stricte
   same_path       the behaviour (``BEHAVIOUR``: loss path, warnings, error) equal, some figure not
                   (|loss difference| says by how much);
   different_path  anything else, a cell missing from the re-run included.
+
+As for the training records (``experiments.reproduce.report``), a re-run replaces the pairs of its own machine
+class and keeps those another class made, each with its command.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from experiments.atlas import report as atlas_report
 from experiments.atlas.report import ATLAS_FILE
 from experiments.harness import sweep
 from experiments.harness.report import machine_class_of
-from experiments.reproduce.report import write_beside
+from experiments.reproduce.report import commands_of, write_beside
 
 VERDICTS = ("identical", "same_path", "different_path")
 BEHAVIOUR = ("loss_path", "warnings", "error")
@@ -43,6 +46,7 @@ class ProbePair:
 
     original: dict[str, Any]
     rerun: dict[str, Any] | None
+    command: str = ""  # the experiments.reproduce command line that made the re-run
 
     @property
     def verdict(self) -> str:
@@ -60,7 +64,7 @@ class ProbePair:
     def to_dict(self) -> dict[str, Any]:
         """The verdict and the re-run's record; the published one is the (cell, input) line of atlas.jsonl."""
         return {"cell": self.original["cell"], "input": self.original["input"], "verdict": self.verdict,
-                "loss_difference": self.loss_difference, "rerun": self.rerun}
+                "loss_difference": self.loss_difference, "command": self.command, "rerun": self.rerun}
 
 
 def key(record: dict[str, Any]) -> tuple[str, str]:
@@ -75,7 +79,7 @@ def rerun_probe(data: Path, scratch: Path) -> list[dict[str, Any]]:
     return atlas_report.read(scratch)
 
 
-def pair(originals: list[dict[str, Any]], reruns: list[dict[str, Any]]) -> list[ProbePair]:
+def pair(originals: list[dict[str, Any]], reruns: list[dict[str, Any]], command: str = "") -> list[ProbePair]:
     """Each published record with its re-run, in the published order; the probe inputs must be the same ones."""
     recorded = {r["inputs_sha256"] for r in originals}
     measured = {r["inputs_sha256"] for r in reruns}
@@ -84,27 +88,28 @@ def pair(originals: list[dict[str, Any]], reruns: list[dict[str, Any]]) -> list[
                           f"{sorted(measured)[0][:16]}, the records {sorted(recorded)[0][:16]}): give the MNIST file "
                           "the records were made from with --data")
     by_key = {key(r): r for r in reruns}
-    return [ProbePair(record, by_key.get(key(record))) for record in originals]
+    return [ProbePair(record, by_key.get(key(record)), command) for record in originals]
 
 
 def summary_lines(pairs: list[ProbePair]) -> list[str]:
     counts = collections.Counter(p.verdict for p in pairs)
     lines = [f"{len(pairs)} probe records re-run: " + ", ".join(f"{counts[v]} {v}" for v in VERDICTS) + "."]
-    by_class = collections.defaultdict(collections.Counter)
+    by_class = collections.defaultdict(list)
     for p in pairs:
-        by_class[(machine_class_of(p.original), machine_class_of(p.rerun or {}))][p.verdict] += 1
-    for (made, here), verdicts in sorted(by_class.items()):
+        by_class[(machine_class_of(p.original), machine_class_of(p.rerun or {}))].append(p)
+    for (made, here), group in sorted(by_class.items()):
         same = "the same machine class" if made == here else "another machine class"
+        verdicts = collections.Counter(p.verdict for p in group)
         lines.append(f"- made on {made}, re-run on {here} ({same}): "
-                     + ", ".join(f"{n} {v}" for v, n in verdicts.items()))
+                     + ", ".join(f"{n} {v}" for v, n in verdicts.items()) + f" ({commands_of(group)})")
     return lines
 
 
-def report_markdown(pairs: list[ProbePair], source: str, command: str) -> str:
+def report_markdown(pairs: list[ProbePair], source: str) -> str:
     differing = [p for p in pairs if p.verdict != "identical"]
     parts = [f"# Reproduction of `{source}`", "",
-             f"`{command}`: the atlas' probe stage re-run whole (`python -m experiments.atlas`, a process per "
-             "framework) and every cell and input set beside its record. identical: the loss, the reference loss, "
+             "The atlas' probe stage re-run whole, by the command its pair of machine classes names (`python -m "
+             "experiments.atlas`, a process per framework), and every cell and input set beside its record. identical: the loss, the reference loss, "
              "the gradient's figures, the loss path, the warnings and the error all equal to the last bit; "
              "same_path: the same loss path, warnings and error with other figures; different_path: anything else. "
              "Bits are expected to agree only within a machine class (`common/machine.py`).", "",
@@ -112,16 +117,17 @@ def report_markdown(pairs: list[ProbePair], source: str, command: str) -> str:
     if differing:
         shown = f", the first {SHOWN}" if len(differing) > SHOWN else ""
         parts += ["", f"Not identical ({len(differing)}{shown}):", "",
-                  "| cell | input | verdict | loss path (record → here) | loss difference |", "|---|---|---|---|---|"]
+                  "| cell | input | re-run on | verdict | loss path (record → here) | loss difference |",
+                  "|---|---|---|---|---|---|"]
         for p in differing[:SHOWN]:
             here = p.rerun["loss_path"] if p.rerun else "not measured"
             difference = "—" if p.loss_difference is None else f"{p.loss_difference:.3g}"
-            parts.append(f"| {p.original['cell']} | {p.original['input']} | {p.verdict} | "
-                         f"{p.original['loss_path']} → {here} | {difference} |")
+            parts.append(f"| {p.original['cell']} | {p.original['input']} | {machine_class_of(p.rerun or {})} | "
+                         f"{p.verdict} | {p.original['loss_path']} → {here} | {difference} |")
     return "\n".join(parts) + "\n"
 
 
-def write_report(out_dir: str | os.PathLike, pairs: list[ProbePair], command: str) -> list[Path]:
+def write_report(out_dir: str | os.PathLike, pairs: list[ProbePair]) -> list[Path]:
     """``DIR/probe_reproduction.md`` and ``DIR/probe_reproduction.jsonl`` (one pair a line), each replaced whole:
     beside them, ``reproduction.md`` is the training records' (``experiments.reproduce DIR`` on runs.jsonl)."""
-    return write_beside(out_dir, report_markdown(pairs, str(out_dir), command), pairs, PROBE_FILES)
+    return write_beside(out_dir, report_markdown(pairs, str(out_dir)), pairs, PROBE_FILES)

@@ -21,6 +21,7 @@ Exit status: 0 when every outcome (an atlas cell's loss path) held, 1 when any c
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import sys
 import tempfile
@@ -40,9 +41,11 @@ from experiments.atlas import training
 from experiments.compare import command as compare
 from experiments.harness import cli, sweep
 from experiments.harness.published import check_publishable
+from experiments.harness.report import machine_class_of
 from experiments.harness.runner import PlannedRun
 from experiments.reproduce import atlas
-from experiments.reproduce.report import Pair, summary_lines, table_markdown, write_report
+from experiments.reproduce.report import (PAIRS_FILE, Pair, earlier_reruns, summary_lines, table_markdown,
+                                        write_report)
 from experiments.versions import command as versions
 
 PROG = "python -m experiments.reproduce"
@@ -88,10 +91,12 @@ def main(argv: list[str] | None = None) -> None:
         data = find_mnist(args.data).resolve()
         chosen, arguments, skipped = choose(args, rows, runs, data)
         check_data(chosen, data)
-        pairs = rerun(chosen, arguments)
-    command = " ".join([PROG, *(sys.argv[1:] if argv is None else argv)])
-    written = write_report(args.dir, pairs, command, skipped)
-    print(table_markdown(pairs), "", *summary_lines(pairs), sep="\n")
+        new = [dataclasses.replace(pair, command=command_line(argv)) for pair in rerun(chosen, arguments)]
+    published = {record_key(r): r for r in latest_runs(read_records(runs))}
+    pairs = earlier_reruns(Path(args.dir) / PAIRS_FILE, published, Pair.key_of,
+                           {machine_class_of(p.rerun) for p in new}, Pair) + new
+    written = write_report(args.dir, pairs, skipped)
+    print(table_markdown(new), "", *summary_lines(new), sep="\n")
     print(f"\nwrote {', '.join(str(path) for path in written)}")
     sys.exit(1 if any(p.verdict == "different_outcome" for p in pairs) else 0)
 
@@ -106,15 +111,21 @@ def reproduce_atlas(args: argparse.Namespace, argv: list[str] | None) -> NoRetur
         data = find_mnist(args.data).resolve()
         with tempfile.TemporaryDirectory(prefix="xent-parity-reproduce-atlas-") as scratch:
             try:
-                pairs = atlas.pair(atlas_report.read(Path(args.dir)),
-                                   atlas.rerun_probe(data, Path(scratch)))
+                published = atlas_report.read(Path(args.dir))
+                new = atlas.pair(published, atlas.rerun_probe(data, Path(scratch)), command_line(argv))
             except atlas.ProbeFailed as exc:
                 cli.fail(PROG, str(exc))
-    command = " ".join([PROG, *(sys.argv[1:] if argv is None else argv)])
-    written = atlas.write_report(args.dir, pairs, command)
-    print(*atlas.summary_lines(pairs), sep="\n")
+    pairs = earlier_reruns(Path(args.dir) / atlas.PROBE_FILES[1], {atlas.key(r): r for r in published},
+                           atlas.key, {machine_class_of(p.rerun) for p in new if p.rerun}, atlas.ProbePair) + new
+    written = atlas.write_report(args.dir, pairs)
+    print(*atlas.summary_lines(new), sep="\n")
     print(f"\nwrote {', '.join(str(path) for path in written)}")
     sys.exit(1 if any(p.verdict == "different_path" for p in pairs) else 0)
+
+
+def command_line(argv: list[str] | None) -> str:
+    """The command as its user typed it (it goes into each pair it made)."""
+    return " ".join([PROG, *(sys.argv[1:] if argv is None else argv)])
 
 
 # --- picking records -----------------------------------------------------------------------------------------

@@ -10,7 +10,9 @@ Verdicts (``Pair.verdict``), from the strictest:
   different_outcome  anything else, a re-run that failed included.
 
 Each pair carries the machine class of both runs (``env.machine_class``, ``common.machine``): bit-identity is
-expected only within a class, so the report counts pairs per (record's class, re-run's class).
+expected only within a class, so the report counts pairs per (record's class, re-run's class). A re-run replaces
+the pairs an earlier re-run made on its own machine class and keeps the others (``earlier_reruns``), each with the
+command that made it: re-running a directory on a second machine never erases what the first one showed.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ import dataclasses
 import json
 import os
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-from common.results import backend_label
+from common.results import backend_label, run_key
 from experiments.harness.report import classify, machine_class_of, row_label
 
 VERDICTS = ("identical", "same_outcome", "different_outcome")
@@ -38,6 +41,7 @@ class Pair:
 
     original: dict[str, Any]
     rerun: dict[str, Any]
+    command: str = ""  # the experiments.reproduce command line that made the re-run
 
     @property
     def verdict(self) -> str:
@@ -79,8 +83,15 @@ class Pair:
             "accuracy_difference": self.accuracy_difference,
             "last_cost_difference": self.last_cost_difference,
             "machine_class": {"record": machine_class_of(o), "rerun": machine_class_of(self.rerun)},
+            "command": self.command,
             "rerun": self.rerun,
         }
+
+    @staticmethod
+    def key_of(line: dict[str, Any]) -> tuple:
+        """The run key of a ``reproduction.jsonl`` line (``common.results.record_key`` of its record)."""
+        run = line["run"]
+        return run_key(run["spec_hash"], run["backend"], run["engine"], run["variant"], run["seed"], run["device"])
 
 
 def _difference(a: float | None, b: float | None) -> float | None:
@@ -118,23 +129,49 @@ def _figure(value: float | None, spec: str) -> str:
 
 
 def summary_lines(pairs: list[Pair]) -> list[str]:
-    """The verdict counts, overall and per pair of machine classes, in words."""
+    """The verdict counts, overall and per pair of machine classes, in words, each with its command."""
     counts = verdict_counts(pairs)
     lines = [f"{len(pairs)} records re-run: {counts['identical']} identical, {counts['same_outcome']} with the "
              f"same outcome and other figures, {counts['different_outcome']} with a different outcome."]
     for (recorded, here), group in class_counts(pairs).items():
         where = ("the same machine class" if recorded == here else "a class the record does not name"
                  if recorded.startswith("unrecorded") else "another machine class")
+        made_by = commands_of([p for p in pairs if (machine_class_of(p.original), machine_class_of(p.rerun))
+                               == (recorded, here)])
         lines.append(f"- made on {recorded}, re-run on {here} ({where}): "
-                     + ", ".join(f"{n} {verdict.replace('_', ' ')}" for verdict, n in group.items() if n))
+                     + ", ".join(f"{n} {verdict.replace('_', ' ')}" for verdict, n in group.items() if n)
+                     + f" ({made_by})")
     return lines
 
 
-def report_markdown(pairs: list[Pair], source: str, command: str, skipped: list[str]) -> str:
+def commands_of(pairs) -> str:
+    """The commands that made ``pairs``' re-runs, as the report names them."""
+    return "; ".join(f"`{c}`" if c else "command not recorded" for c in sorted({p.command for p in pairs}))
+
+
+def earlier_reruns(path: Path, originals: dict[tuple, dict[str, Any]], key_of: Callable[[dict[str, Any]], tuple],
+                   here: set[str], make: Callable[[dict[str, Any], dict[str, Any], str], Any]) -> list:
+    """The pairs of ``path`` (a reproduction file, a pair a line) whose re-run was made on a machine class not in
+    ``here``, rebuilt by ``make(original, rerun, command)`` beside the directory's current record: a re-run on
+    one class replaces its own class's pairs and keeps the others'. A line whose record is no longer in the
+    directory (``originals``, by ``key_of(line)``) or that holds no re-run is dropped."""
+    if not path.is_file():
+        return []
+    kept = []
+    for text in path.read_text(encoding="utf-8").splitlines():
+        line = json.loads(text)
+        original, rerun = originals.get(key_of(line)), line.get("rerun")
+        if original is not None and rerun is not None and machine_class_of(rerun) not in here:
+            kept.append(make(original, rerun, line.get("command", "")))
+    return kept
+
+
+def report_markdown(pairs: list[Pair], source: str, skipped: list[str]) -> str:
     rows = sorted({backend_label(p.original["backend"], p.original["engine"]) for p in pairs})
     parts = [f"# Reproduction of `{source}`", "",
-             f"`{command}`: each record below re-run in its own `experiments.run` process (a cell of the versions "
-             "study: by `experiments.versions`, in its release's environment; an atlas cell: by "
+             "Each record below re-run, by the command its pair of machine classes names, in its own "
+             "`experiments.run` process (a cell of the versions study: by `experiments.versions`, in its "
+             "release's environment; an atlas cell: by "
              "`experiments.atlas.train_child`) from its recorded spec, "
              f"backend, variant and seed (rows: {', '.join(rows)}), and compared with what the record says. "
              "identical: every figure (epoch costs, test loss, test accuracy, predicted-class shares) equal to the "
@@ -147,9 +184,9 @@ def report_markdown(pairs: list[Pair], source: str, command: str, skipped: list[
     return "\n".join(parts) + "\n"
 
 
-def write_report(out_dir: str | os.PathLike, pairs: list[Pair], command: str, skipped: list[str]) -> list[Path]:
+def write_report(out_dir: str | os.PathLike, pairs: list[Pair], skipped: list[str]) -> list[Path]:
     """``DIR/reproduction.md`` and ``DIR/reproduction.jsonl`` (one pair a line), each replaced whole."""
-    return write_beside(out_dir, report_markdown(pairs, str(out_dir), command, skipped), pairs)
+    return write_beside(out_dir, report_markdown(pairs, str(out_dir), skipped), pairs)
 
 
 def write_beside(out_dir: str | os.PathLike, markdown: str, pairs,
