@@ -117,7 +117,7 @@ def report_markdown(pairs: list[ProbePair], source: str) -> str:
     if differing:
         shown = f", the first {SHOWN}" if len(differing) > SHOWN else ""
         parts += ["", f"Not identical ({len(differing)}{shown}):", "",
-                  "| cell | input | re-run on | verdict | loss path (record → here) | loss difference |",
+                  "| cell | input | re-run on | verdict | loss path (record → re-run) | loss difference |",
                   "|---|---|---|---|---|---|"]
         for p in differing[:SHOWN]:
             here = p.rerun["loss_path"] if p.rerun else "not measured"

@@ -112,8 +112,8 @@ def class_counts(pairs: list[Pair]) -> dict[tuple[str, str], dict[str, int]]:
 
 
 def table_markdown(pairs: list[Pair]) -> str:
-    lines = ["| run | seed | verdict | outcome (record → here) | accuracy (record → here) | Δ accuracy | "
-             "Δ last cost | machine class (record) | machine class (here) |",
+    lines = ["| run | seed | verdict | outcome (record → re-run) | accuracy (record → re-run) | Δ accuracy | "
+             "Δ last cost | machine class (record) | machine class (re-run) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for p in pairs:
         record, here = p.outcomes
