@@ -59,22 +59,24 @@ def test_the_command_reports_an_atlas_directory(tmp_path, monkeypatch, capsys, c
 
 def test_a_rerun_keeps_the_pairs_another_machine_class_made(tmp_path, monkeypatch):
     """The pairs file holds an earlier re-run of this class (replaced) and one of another class (kept, with its
-    command); the report counts both classes and names each one's command."""
+    command); the report counts both classes and names each one's command, and the exit status is this re-run's
+    (the kept pair's other path does not make it 1)."""
     records = [probe_record("a"), probe_record("b")]
     (tmp_path / atlas.ATLAS_FILE).write_text("".join(json.dumps(r) + "\n" for r in records))
-    elsewhere = {**records[0], "loss": 2.4, "env": {**MACHINE, "machine_class": "x86_64-amd-25.1-avx2"}}
+    elsewhere = {**records[0], "loss_path": "clipped", "env": {**MACHINE, "machine_class": "x86_64-amd-25.1-avx2"}}
     earlier = [atlas.ProbePair(records[0], elsewhere, "python -m experiments.reproduce D --probe").to_dict(),
                atlas.ProbePair(records[1], {**records[1], "loss": 9.0}, "an earlier run here").to_dict()]
     report_file, pairs_file = atlas.PROBE_FILES
     (tmp_path / pairs_file).write_text("".join(json.dumps(line) + "\n" for line in earlier))
     monkeypatch.setattr(atlas, "rerun_probe", lambda data, scratch: records)
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_info:
         reproduce.main([str(tmp_path), "--data", str(TEST_SUBSET)])
+    assert exit_info.value.code == 0
     lines = [json.loads(line) for line in (tmp_path / pairs_file).read_text().splitlines()]
     assert [(line["cell"], line["verdict"], line["rerun"]["env"]["machine_class"]) for line in lines] == [
-        ("a", "same_path", "x86_64-amd-25.1-avx2"), ("a", "identical", MACHINE["machine_class"]),
+        ("a", "different_path", "x86_64-amd-25.1-avx2"), ("a", "identical", MACHINE["machine_class"]),
         ("b", "identical", MACHINE["machine_class"])]
     report = (tmp_path / report_file).read_text()
-    assert ("re-run on x86_64-amd-25.1-avx2 (another machine class): 1 same_path "
+    assert ("re-run on x86_64-amd-25.1-avx2 (another machine class): 1 different_path "
             "(`python -m experiments.reproduce D --probe`)") in report
     assert f"re-run on {MACHINE['machine_class']} (the same machine class): 2 identical (`python -m " in report

@@ -26,7 +26,7 @@ from experiments.atlas import report as atlas_report
 from experiments.atlas.report import ATLAS_FILE
 from experiments.harness import sweep
 from experiments.harness.report import machine_class_of
-from experiments.reproduce.report import commands_of, write_beside
+from experiments.reproduce.report import by_class, commands_of, write_beside
 
 VERDICTS = ("identical", "same_path", "different_path")
 BEHAVIOUR = ("loss_path", "warnings", "error")
@@ -94,10 +94,7 @@ def pair(originals: list[dict[str, Any]], reruns: list[dict[str, Any]], command:
 def summary_lines(pairs: list[ProbePair]) -> list[str]:
     counts = collections.Counter(p.verdict for p in pairs)
     lines = [f"{len(pairs)} probe records re-run: " + ", ".join(f"{counts[v]} {v}" for v in VERDICTS) + "."]
-    by_class = collections.defaultdict(list)
-    for p in pairs:
-        by_class[(machine_class_of(p.original), machine_class_of(p.rerun or {}))].append(p)
-    for (made, here), group in sorted(by_class.items()):
+    for (made, here), group in by_class(pairs).items():
         same = "the same machine class" if made == here else "another machine class"
         verdicts = collections.Counter(p.verdict for p in group)
         lines.append(f"- made on {made}, re-run on {here} ({same}): "
@@ -109,9 +106,10 @@ def report_markdown(pairs: list[ProbePair], source: str) -> str:
     differing = [p for p in pairs if p.verdict != "identical"]
     parts = [f"# Reproduction of `{source}`", "",
              "The atlas' probe stage re-run whole, by the command its pair of machine classes names (`python -m "
-             "experiments.atlas`, a process per framework), and every cell and input set beside its record. identical: the loss, the reference loss, "
-             "the gradient's figures, the loss path, the warnings and the error all equal to the last bit; "
-             "same_path: the same loss path, warnings and error with other figures; different_path: anything else. "
+             "experiments.atlas`, a process per framework), and every cell and input set beside its record. "
+             "identical: the loss, the reference loss, the gradient's figures, the loss path, the warnings and the "
+             "error all equal to the last bit; same_path: the same loss path, warnings and error with other figures; "
+             "different_path: anything else. "
              "Bits are expected to agree only within a machine class (`common/machine.py`).", "",
              *summary_lines(pairs)]
     if differing:

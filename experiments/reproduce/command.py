@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     written = write_report(args.dir, pairs, skipped)
     print(table_markdown(new), "", *summary_lines(new), sep="\n")
     print(f"\nwrote {', '.join(str(path) for path in written)}")
-    sys.exit(1 if any(p.verdict == "different_outcome" for p in pairs) else 0)
+    sys.exit(1 if any(p.verdict == "different_outcome" for p in new) else 0)  # this re-run's pairs, not those kept
 
 
 def reproduce_atlas(args: argparse.Namespace, argv: list[str] | None) -> NoReturn:
@@ -120,7 +120,7 @@ def reproduce_atlas(args: argparse.Namespace, argv: list[str] | None) -> NoRetur
     written = atlas.write_report(args.dir, pairs)
     print(*atlas.summary_lines(new), sep="\n")
     print(f"\nwrote {', '.join(str(path) for path in written)}")
-    sys.exit(1 if any(p.verdict == "different_path" for p in pairs) else 0)
+    sys.exit(1 if any(p.verdict == "different_path" for p in new) else 0)
 
 
 def command_line(argv: list[str] | None) -> str:

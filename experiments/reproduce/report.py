@@ -21,8 +21,8 @@ import collections
 import dataclasses
 import json
 import os
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from common.results import backend_label, run_key
@@ -103,12 +103,12 @@ def verdict_counts(pairs: list[Pair]) -> dict[str, int]:
     return {v: counts[v] for v in VERDICTS}
 
 
-def class_counts(pairs: list[Pair]) -> dict[tuple[str, str], dict[str, int]]:
-    """Verdict counts per (record's machine class, re-run's machine class)."""
-    groups: dict[tuple[str, str], list[Pair]] = collections.defaultdict(list)
+def by_class(pairs: list) -> dict[tuple[str, str], list]:
+    """The pairs (training or probe) per (record's machine class, re-run's machine class), in class order."""
+    groups: dict[tuple[str, str], list] = collections.defaultdict(list)
     for pair in pairs:
-        groups[(machine_class_of(pair.original), machine_class_of(pair.rerun))].append(pair)
-    return {classes: verdict_counts(group) for classes, group in sorted(groups.items())}
+        groups[(machine_class_of(pair.original), machine_class_of(pair.rerun or {}))].append(pair)
+    return dict(sorted(groups.items()))
 
 
 def table_markdown(pairs: list[Pair]) -> str:
@@ -133,14 +133,13 @@ def summary_lines(pairs: list[Pair]) -> list[str]:
     counts = verdict_counts(pairs)
     lines = [f"{len(pairs)} records re-run: {counts['identical']} identical, {counts['same_outcome']} with the "
              f"same outcome and other figures, {counts['different_outcome']} with a different outcome."]
-    for (recorded, here), group in class_counts(pairs).items():
+    for (recorded, here), group in by_class(pairs).items():
         where = ("the same machine class" if recorded == here else "a class the record does not name"
                  if recorded.startswith("unrecorded") else "another machine class")
-        made_by = commands_of([p for p in pairs if (machine_class_of(p.original), machine_class_of(p.rerun))
-                               == (recorded, here)])
         lines.append(f"- made on {recorded}, re-run on {here} ({where}): "
-                     + ", ".join(f"{n} {verdict.replace('_', ' ')}" for verdict, n in group.items() if n)
-                     + f" ({made_by})")
+                     + ", ".join(f"{n} {verdict.replace('_', ' ')}" for verdict, n in verdict_counts(group).items()
+                                 if n)
+                     + f" ({commands_of(group)})")
     return lines
 
 
